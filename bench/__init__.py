@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` runs them all and appends a dated section to docs/benchmarks.md."""

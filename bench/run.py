@@ -1,0 +1,52 @@
+"""`make bench`: run every benchmark and append a dated section to docs/benchmarks.md.
+
+Each benchmark module in BENCHMARKS has `run() -> str` returning a markdown block (its own heading,
+command and table). The section records the machine, so anyone can rerun and compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from bench.common import machine
+
+BENCHMARKS = ("bench.bench_synth", "bench.bench_serving")
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--only", help="comma-separated benchmark module names (e.g. bench_serving)")
+    p.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = p.parse_args(argv)
+    names = [m for m in BENCHMARKS if not args.only or m.split(".")[-1] in args.only.split(",")]
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [f"## {stamp}: `make bench`\n", f"Machine: {machine()}.\n"]
+    failed = 0
+    for name in names:
+        t0 = time.time()
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        try:
+            parts.append(importlib.import_module(name).run())
+        except Exception:  # noqa: BLE001 - one broken benchmark must not hide the others
+            failed += 1
+            parts.append(f"### {name}\n\nFAILED:\n\n```\n{traceback.format_exc(limit=5)}```\n")
+        print(f"bench: {name} done in {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+    section = "\n".join(parts) + "\n"
+    print(section)
+    if not args.no_write:
+        DOC.parent.mkdir(parents=True, exist_ok=True)
+        existing = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
+        DOC.write_text(existing.rstrip("\n") + "\n\n" + section)
+        print(f"bench: appended to {DOC}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from sipec.cli import main
+
+sys.exit(main())

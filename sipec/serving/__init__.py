@@ -1,0 +1,1 @@
+"""gRPC serving runtime, model repository, backends and model server."""

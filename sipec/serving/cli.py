@@ -1,0 +1,116 @@
+"""`sipec serve ...` and `sipec health`: run services and check them.
+
+Module services register their own `sipec serve <module>` through `SERVE_COMMANDS` as they land; the
+flags every server shares (port, metrics port, message size, TLS, grace period) are defined once here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from pathlib import Path
+
+# `sipec serve <name>`: module path of a `register(serve_subparsers)` function
+SERVE_COMMANDS: tuple[str, ...] = ()
+
+
+def add_server_arguments(p: argparse.ArgumentParser, default_port: int) -> None:
+    g = p.add_argument_group("server")
+    g.add_argument("--host", default="[::]", help="address to bind (default all interfaces)")
+    g.add_argument("--port", type=int, default=default_port, help=f"gRPC port (default {default_port}; 0 = any free)")
+    g.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus /metrics on this HTTP port (default: off; 0 = any free)")
+    g.add_argument("--max-message-mb", type=float, default=64.0,
+                   help="largest gRPC message accepted or sent, in MiB (default 64); larger: RESOURCE_EXHAUSTED")
+    g.add_argument("--workers", type=int, default=16, help="RPC worker threads (default 16)")
+    g.add_argument("--grace-s", type=float, default=10.0,
+                   help="on SIGTERM, seconds given to calls in flight before stopping (default 10)")
+    g.add_argument("--tls-cert", default=os.environ.get("SIPEC_TLS_CERT"),
+                   help="server certificate (PEM); env SIPEC_TLS_CERT")
+    g.add_argument("--tls-key", default=os.environ.get("SIPEC_TLS_KEY"), help="server key (PEM); env SIPEC_TLS_KEY")
+    g.add_argument("--tls-client-ca", default=os.environ.get("SIPEC_TLS_CLIENT_CA"),
+                   help="CA of client certificates: turns on mutual TLS; env SIPEC_TLS_CLIENT_CA")
+
+
+def server_config_from_args(args: argparse.Namespace):
+    from sipec.cli import CliError
+    from sipec.serving.runtime import ServerConfig, TLSConfig
+
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise CliError("TLS needs both --tls-cert and --tls-key")
+        for flag, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key),
+                           ("--tls-client-ca", args.tls_client_ca)):
+            if path and not Path(path).is_file():
+                raise CliError(f"{flag}: file not found: {path}")
+        tls = TLSConfig(Path(args.tls_cert), Path(args.tls_key),
+                        Path(args.tls_client_ca) if args.tls_client_ca else None)
+    if args.max_message_mb <= 0:
+        raise CliError("--max-message-mb must be positive")
+    return ServerConfig(port=args.port, host=args.host, metrics_port=args.metrics_port,
+                        max_message_bytes=int(args.max_message_mb * 1024 * 1024),
+                        max_workers=args.workers, grace_s=args.grace_s, tls=tls)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    import importlib
+
+    serve = sub.add_parser("serve", help="run a service (model-server, ...)",
+                           description="Run one SIPEC service in the foreground until SIGTERM/Ctrl-C.")
+    serve_sub = serve.add_subparsers(dest="service", metavar="SERVICE")
+    serve_sub.required = True
+
+    ms = serve_sub.add_parser(
+        "model-server", help="TF Serving's gRPC protocol (Predict, GetModelMetadata, GetModelStatus) from a repository",
+        description="Serve every model of a TF-Serving-layout repository over TensorFlow Serving's gRPC protocol, "
+                    "newest version of each, picking up new versions without a restart.")
+    ms.add_argument("--model-repo", required=True, help="model repository: <repo>/<model>/<version>/saved_model.pb")
+    ms.add_argument("--models", default=None, help="comma-separated model names to serve (default: all)")
+    ms.add_argument("--poll-s", type=float, default=2.0,
+                    help="seconds between repository scans for new versions (default 2; 0 = never)")
+    add_server_arguments(ms, default_port=8500)
+    ms.set_defaults(func=run_model_server)
+
+    for path in SERVE_COMMANDS:
+        importlib.import_module(path).register(serve_sub)
+
+    h = sub.add_parser("health", help="check a service's grpc.health.v1 status",
+                       description="Print SERVING / NOT_SERVING / SERVICE_UNKNOWN / UNREACHABLE; "
+                                   "exit 0 only on SERVING.")
+    h.add_argument("address", help="host:port")
+    h.add_argument("--service", default="", help="service name (default: the whole server)")
+    h.add_argument("--wait", type=float, default=0.0, help="wait up to this many seconds for SERVING")
+    h.set_defaults(func=run_health)
+
+
+def run_model_server(args: argparse.Namespace) -> int:
+    from sipec.cli import CliError
+
+    repo = Path(args.model_repo)
+    if not repo.is_dir():
+        raise CliError(f"--model-repo: directory not found: {repo}")
+    config = server_config_from_args(args)
+    from sipec.serving.model_server import ModelServer
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
+    server = ModelServer(repo, config, names=names, poll_s=args.poll_s)
+    port = server.start()
+    print(f"model-server: serving {', '.join(server.manager.model_names()) or 'no models yet'} "
+          f"from {repo} on port {port}" + (f", metrics on {server.runtime.metrics_port}"
+                                            if server.runtime.metrics_port else ""), flush=True)
+    server.serve_forever()
+    return 0
+
+
+def run_health(args: argparse.Namespace) -> int:
+    from sipec.serving.client import health_status, make_channel, wait_for_serving
+
+    channel = make_channel(args.address)
+    if args.wait > 0:
+        with contextlib.suppress(TimeoutError):
+            wait_for_serving(channel, args.service, timeout_s=args.wait)
+    status = health_status(channel, args.service)
+    print(status)
+    return 0 if status == "SERVING" else 1

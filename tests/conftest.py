@@ -1,0 +1,83 @@
+"""Shared fixtures: a project-local temp dir for Keras, small exported models, server processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+os.environ.setdefault("KERAS_HOME", str(ROOT / ".tmp" / "keras"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class ServerProcess:
+    """A `sipec ...` server in its own process; waits for a line matching `ready` and keeps its output."""
+
+    def __init__(self, args: list[str], ready: str, timeout_s: float = 120.0, env: dict | None = None) -> None:
+        self.args = args
+        self.output: deque[str] = deque(maxlen=400)
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc = subprocess.Popen([sys.executable, "-m", "sipec", *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, env=full_env, cwd=ROOT)
+        self._ready = threading.Event()
+        self.match: re.Match | None = None
+        pattern = re.compile(ready)
+
+        def pump() -> None:
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.output.append(line.rstrip())
+                if not self._ready.is_set():
+                    m = pattern.search(line)
+                    if m:
+                        self.match = m
+                        self._ready.set()
+            self._ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not self._ready.wait(timeout_s) or self.match is None:
+            self.kill()
+            raise RuntimeError(f"server {' '.join(args)} did not start:\n" + "\n".join(self.output))
+
+    def text(self) -> str:
+        return "\n".join(self.output)
+
+    def terminate(self, timeout_s: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def wait_until(predicate, timeout_s: float = 30.0, poll_s: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll_s)
+    return False
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA

@@ -1,0 +1,31 @@
+"""A small but real Keras network for serving tests: uint8 image in, named outputs, metadata attached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sipec.serving.repository import ModelRepository, ModelVersion
+
+CLASS_NAMES = ["alpha", "beta", "gamma"]
+
+
+def build_classifier(seed: int, size: int = 16):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    image = keras.Input((size, size, 3), dtype="uint8", name="image")
+    x = keras.layers.Rescaling(1 / 255.0)(keras.ops.cast(image, "float32"))
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    features = keras.layers.GlobalAveragePooling2D(name="features")(x)
+    probs = keras.layers.Dense(len(CLASS_NAMES), activation="softmax", name="probs")(features)
+    return keras.Model(image, {"probs": probs, "features": features})
+
+
+def export_classifier(repo: Path, name: str = "tiny", seed: int = 0, version: int | None = None,
+                      size: int = 16) -> tuple[object, ModelVersion]:
+    model = build_classifier(seed, size)
+    mv = ModelRepository(repo).export(model, name, {
+        "module": "test", "architecture": "tiny-cnn", "class_names": CLASS_NAMES,
+        "input": {"height": size, "width": size, "channels": 3}, "training": {"seed": seed}}, version=version)
+    return model, mv
