@@ -13,10 +13,28 @@ import sys
 
 # module path of each subcommand's `register(subparsers)`, in the order `sipec --help` lists them
 COMMANDS: tuple[str, ...] = (
-    # "sipec.synth.cli",
+    "sipec.synth.cli",
+    "sipec.train_cli",
     "sipec.serving.cli",
     "sipec.models_cli",
 )
+
+# The modules. Each one that exists as services/<name>/cli.py adds itself to `sipec train`,
+# `sipec evaluate` and `sipec serve` through its optional functions register_train(sub),
+# register_evaluate(sub) and register_serve(sub); a module not built yet simply has no subcommand.
+MODULES: tuple[str, ...] = ("segnet", "idnet", "posenet", "behavenet", "tracker")
+
+
+def module_clis() -> list:
+    """The `services.<module>.cli` modules that exist, in MODULES order."""
+    import importlib.util
+
+    out = []
+    for name in MODULES:
+        path = f"services.{name}.cli"
+        if importlib.util.find_spec(f"services.{name}") is not None and importlib.util.find_spec(path) is not None:
+            out.append(importlib.import_module(path))
+    return out
 
 
 class CliError(Exception):

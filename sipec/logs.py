@@ -45,3 +45,6 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # chatty third-party loggers: pandas' numexpr announces its thread count at import
+    for name in ("numexpr", "numexpr.utils", "h5py", "matplotlib"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

@@ -75,6 +75,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     for path in SERVE_COMMANDS:
         importlib.import_module(path).register(serve_sub)
+    from sipec.cli import module_clis
+
+    for cli in module_clis():
+        if hasattr(cli, "register_serve"):
+            cli.register_serve(serve_sub)
 
     h = sub.add_parser("health", help="check a service's grpc.health.v1 status",
                        description="Print SERVING / NOT_SERVING / SERVICE_UNKNOWN / UNREACHABLE; "

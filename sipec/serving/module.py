@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from sipec.serving.backends import ModelBackend, ModelMetadata
-from sipec.serving.errors import Unavailable
+from sipec.serving.errors import Unavailable, grpc_errors
 from sipec.serving.runtime import ServiceRuntime
 
 log = logging.getLogger("sipec.module")
@@ -54,6 +54,10 @@ class ModuleService:
             class_names=list(info.get("class_names", [])), keypoint_names=list(info.get("keypoint_names", [])),
             backend=self.backend.kind, architecture=str(info.get("architecture", "")),
             metadata_json=json.dumps(info, sort_keys=True))
+
+    @grpc_errors
+    def GetModelInfo(self, request: Any, context: Any) -> Any:
+        return self.model_info()
 
     def observe_batch(self, size: int) -> None:
         if self.runtime is not None:
@@ -116,3 +120,29 @@ def backend_from_args(args: argparse.Namespace) -> ModelBackend:
                             poll_s=args.poll_s, timeout_s=args.backend_timeout_s)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
+
+
+def run_module_server(args: argparse.Namespace, name: str, service_name: str,
+                      make_servicer: Any, add_to_server: Any) -> int:
+    """Run a module service in the foreground: backend from the flags, runtime, health, SIGTERM.
+
+    `make_servicer(backend, runtime)` returns the servicer (a ModuleService subclass);
+    `add_to_server` is the generated `add_<Service>Servicer_to_server`. Prints one line
+    `<name>: serving on port N` once listening (tests and `sipec up` wait for it).
+    """
+    from sipec.serving.cli import server_config_from_args
+
+    config = server_config_from_args(args)
+    backend = backend_from_args(args)
+    runtime = ServiceRuntime(name, config)
+    servicer = make_servicer(backend, runtime)
+    runtime.add_service(add_to_server, servicer, service_name)
+    port = runtime.start()
+    servicer.watch_health()
+    print(f"{name}: serving on port {port} (backend {backend.kind}, model {backend.model_name})"
+          + (f", metrics on {runtime.metrics_port}" if runtime.metrics_port else ""), flush=True)
+    try:
+        runtime.serve_forever()
+    finally:
+        servicer.close()
+    return 0

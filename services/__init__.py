@@ -1,0 +1,1 @@
+"""Module services: one package per module (model.py, train.py, evaluate.py, service.py, cli.py)."""
