@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.common import machine
 
-BENCHMARKS = ("bench.bench_synth", "bench.bench_serving")
+BENCHMARKS = ("bench.bench_synth", "bench.bench_serving", "bench.bench_tracker")
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 

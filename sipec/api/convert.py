@@ -437,12 +437,12 @@ class InstanceData:
     rle: dict | None = None
     com: Point | None = None
     class_name: str = ""
-    track_id: int = -1
+    track_id: int = 0   # 0 = not tracked (track ids start at 1)
     index: int = 0
 
     @classmethod
     def from_mask(cls, mask: np.ndarray, score: float, class_name: str = "", index: int = 0,
-                  track_id: int = -1) -> InstanceData:
+                  track_id: int = 0) -> InstanceData:
         """Instance with box, RLE and centre of mass computed from an HxW mask."""
         mask = np.asarray(mask, dtype=bool)
         return cls(box=geometry.mask_box(mask) or (0.0, 0.0, 0.0, 0.0), score=float(score), mask=mask,

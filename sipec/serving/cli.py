@@ -11,8 +11,8 @@ import contextlib
 import os
 from pathlib import Path
 
-# `sipec serve <name>`: module path of a `register(serve_subparsers)` function
-SERVE_COMMANDS: tuple[str, ...] = ()
+# `sipec serve <name>` beyond the modules: module path of a `register_serve(serve_subparsers)` function
+SERVE_COMMANDS: tuple[str, ...] = ("orchestrator.service",)
 
 
 def add_server_arguments(p: argparse.ArgumentParser, default_port: int) -> None:
@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ms.set_defaults(func=run_model_server)
 
     for path in SERVE_COMMANDS:
-        importlib.import_module(path).register(serve_sub)
+        importlib.import_module(path).register_serve(serve_sub)
     from sipec.cli import module_clis
 
     for cli in module_clis():

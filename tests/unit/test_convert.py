@@ -387,9 +387,9 @@ def test_instance_round_trip_from_mask() -> None:
 def test_instance_without_mask_box_or_com() -> None:
     msg = C.instance_to_proto(C.InstanceData(score=0.5))
     assert not msg.HasField("mask") and not msg.HasField("box") and not msg.HasField("com")
-    assert msg.track_id == -1
+    assert msg.track_id == 0
     back = C.instance_from_proto(msg)
-    assert back.box is None and back.rle is None and back.com is None and back.track_id == -1
+    assert back.box is None and back.rle is None and back.com is None and back.track_id == 0
 
 
 def test_instance_box_defaults_to_mask_box_and_errors_name_the_path() -> None:

@@ -1,0 +1,1 @@
+"""The orchestrator: streams video through the module services and writes the results."""

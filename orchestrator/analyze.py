@@ -1,0 +1,160 @@
+"""`sipec analyze`: videos in, behaviour data out, one folder per video.
+
+For each video, in `<out>/<video stem>/`:
+results.parquet / results.csv (one row per animal per frame), pose_dlc.h5 / pose_dlc.csv / pose.slp /
+pose.nwb (when PoseNet ran), annotated.mp4, ethogram.png and bouts.csv (when BehaveNet ran), density_*.png,
+and summary.json (written last). A video that fails (does not open, is corrupt) is reported by name and
+the others still run; results decoded before a corruption are kept. `--resume` continues each video after
+its last checkpointed frame.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from orchestrator.config import PipelineConfig
+from orchestrator.pipeline import FrameState, ModuleSet, VideoPipeline
+from orchestrator.sinks import ResultsSink, render_annotated_video, write_pose_files
+from orchestrator.video import FrameReader, VideoError, probe
+from sipec.data.atomic import write_text_atomic
+
+log = logging.getLogger("sipec.analyze")
+
+
+@dataclass
+class VideoOutcome:
+    video: Path
+    folder: Path
+    ok: bool
+    frames: int = 0
+    seconds: float = 0.0
+    error: str = ""
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+
+def _names(modules: ModuleSet, name: str, field_: str) -> list[str]:
+    return list(getattr(modules.info[name], field_)) if name in modules else []
+
+
+def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineConfig, resume: bool = False,
+                  progress: Callable[[int, int], None] | None = None) -> VideoOutcome:
+    folder = out / video.stem
+    outcome = VideoOutcome(video, folder, ok=False)
+    t0 = time.time()
+    try:
+        info = probe(video)
+    except VideoError as exc:
+        outcome.error = str(exc)
+        return outcome
+    folder.mkdir(parents=True, exist_ok=True)
+    keypoints = _names(modules, "posenet", "keypoint_names")
+    behaviours = _names(modules, "behavenet", "class_names")
+    versions = {m: int(i.version) for m, i in modules.info.items()}
+    sink = ResultsSink(folder, str(video), keypoints, behaviours, resume=resume, chunk_frames=config.chunk_frames,
+                       meta={"video": str(video), "model_versions": versions})
+    start = sink.writer.next_frame
+    decode_error: VideoError | None = None
+    if not sink.writer.finished:
+        pipeline = VideoPipeline(modules, config.pipeline_options())
+        with FrameReader(video, start=start) as reader:
+            def emit(state: FrameState) -> None:
+                sink.add(state)
+
+            pipeline.run(reader, emit, progress=(lambda i: progress(i, info.frames)) if progress else None)
+            decode_error = reader.error
+            decode_fps = reader.decode_fps
+        table = sink.writer.finish()
+    else:
+        decode_fps = 0.0
+        table = sink.writer.table()
+    outcome.frames = int(table.column("frame").to_numpy().max() + 1) if table.num_rows else 0
+    files = ["results.parquet", "results.csv"]
+    if keypoints and config.outputs.get("pose", True):
+        files += [p.name for p in write_pose_files(table, keypoints, folder, str(video.resolve()))]
+    if config.outputs.get("annotated_video", True):
+        render_annotated_video(video, table, folder / "annotated.mp4", keypoints, behaviours, info.fps)
+        files.append("annotated.mp4")
+    files += _reports(table, folder, behaviours, info, config)
+    outcome.seconds = time.time() - t0
+    outcome.files = files
+    outcome.ok = decode_error is None
+    outcome.error = str(decode_error) if decode_error else ""
+    summary = {
+        "video": str(video), "frames_analysed": outcome.frames, "frames_in_header": info.frames, "fps": info.fps,
+        "size": [info.width, info.height], "modules": list(modules.stubs), "model_versions": versions,
+        "resumed_from_frame": start if resume else 0, "rows": table.num_rows,
+        "seconds": round(outcome.seconds, 2), "decode_fps": round(decode_fps, 1), "files": files,
+        "error": outcome.error or None, "identities": _counts(table, "identity"),
+        "tracks": int(len(set(table.column("track_id").to_pylist()) - {0})) if table.num_rows else 0,
+    }
+    if behaviours:
+        summary["behaviour_frames"] = _counts(table, "behaviour")
+    write_text_atomic(folder / "summary.json", json.dumps(summary, indent=2))
+    outcome.files.append("summary.json")
+    return outcome
+
+
+def _counts(table: Any, column: str) -> dict[str, int]:
+    if column not in table.column_names or not table.num_rows:
+        return {}
+    values, counts = np.unique(np.array([v for v in table.column(column).to_pylist() if v is not None], dtype=object)
+                               .astype(str), return_counts=True)
+    return {str(v): int(c) for v, c in zip(values, counts, strict=True)}
+
+
+def _reports(table: Any, folder: Path, behaviours: list[str], info: Any, config: PipelineConfig) -> list[str]:
+    """Ethogram and bout statistics per individual; position density maps per individual."""
+    files: list[str] = []
+    if not table.num_rows:
+        return files
+    df = table.to_pandas()
+    who = np.where(df["identity"].notna(), df["identity"], "track_" + df["track_id"].astype(str))
+    df = df.assign(who=who)
+    if behaviours and config.outputs.get("ethogram", True):
+        from sipec.reports.ethogram import bout_statistics, plot_ethogram, write_bout_statistics_csv
+
+        n_frames = int(df["frame"].max()) + 1
+        labels: dict[str, np.ndarray] = {}
+        for name, g in df.groupby("who"):
+            seq = np.full(n_frames, -1, dtype=int)  # -1: animal not seen in that frame
+            idx = g["behaviour"].map({b: i for i, b in enumerate(behaviours)}).fillna(-1).astype(int).to_numpy()
+            seq[g["frame"].to_numpy()] = idx
+            labels[str(name)] = seq
+        write_bout_statistics_csv(folder / "bouts.csv", bout_statistics(labels, behaviours, info.fps))
+        plot_ethogram(labels, behaviours, info.fps, folder / "ethogram.png")
+        files += ["bouts.csv", "ethogram.png"]
+    if config.outputs.get("density", True):
+        from sipec.reports.density import density_maps
+
+        points = {str(name): g[["com_x", "com_y"]].to_numpy(dtype=float) for name, g in df.groupby("who")}
+        maps = density_maps(points, (info.width, info.height), folder)
+        files += [path.name for _, path in maps.values() if path is not None]
+    return files
+
+
+def analyze(videos: list[Path], out: Path, modules: ModuleSet, config: PipelineConfig, resume: bool = False,
+            progress_factory: Callable[[Path, int], Any] | None = None) -> list[VideoOutcome]:
+    """Every video in turn; one failing never stops the others."""
+    outcomes = []
+    for video in videos:
+        bar = progress_factory(video, 0) if progress_factory else None
+        try:
+            outcome = analyze_video(video, out, modules, config, resume,
+                                    progress=(lambda i, n, bar=bar: bar(i, n)) if bar else None)
+        except Exception as exc:  # noqa: BLE001 - reported per video; the call goes on with the next one
+            log.exception("analysis failed", extra={"video": str(video)})
+            outcome = VideoOutcome(video, out / video.stem, ok=False, error=f"{video}: {exc}")
+        outcomes.append(outcome)
+    return outcomes

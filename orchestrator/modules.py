@@ -1,0 +1,71 @@
+"""Build the pipeline's module stubs: in-process from a model repository, or gRPC from an endpoints file.
+
+In-process, each module's servicer is made by `services.<module>.service.create_servicer(model_repo)`, the
+same class `sipec serve <module>` runs; over gRPC, `endpoints.yaml` maps module names to addresses
+(`host:port`, or `dns:///name.namespace.svc:port` for client-side round-robin over a headless Service).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.clients import grpc_stub, in_process_stub
+from orchestrator.pipeline import ModuleSet
+
+
+class ModuleSetupError(Exception):
+    pass
+
+
+def read_endpoints(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        raise ModuleSetupError(f"{path}: endpoints file not found (start the services with `sipec up`, or "
+                               "write module: host:port lines)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ModuleSetupError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ModuleSetupError(f"{path}: expected lines of `module: host:port`")
+    return data
+
+
+def build_modules(modules: tuple[str, ...], model_repo: Path | None = None,
+                  endpoints: dict[str, str] | None = None) -> tuple[ModuleSet, list[Any]]:
+    """The ModuleSet, plus the in-process servicers to close when done."""
+    stubs: dict[str, Any] = {}
+    servicers: list[Any] = []
+    try:
+        for name in modules:
+            if endpoints is not None:
+                if name not in endpoints:
+                    raise ModuleSetupError(f"no endpoint for module {name!r} (endpoints: {', '.join(endpoints)})")
+                stubs[name] = grpc_stub(name, endpoints[name])
+                continue
+            if model_repo is None:
+                raise ModuleSetupError("in-process analysis needs --models REPO")
+            try:
+                service = importlib.import_module(f"services.{name}.service")
+            except ModuleNotFoundError as exc:
+                raise ModuleSetupError(f"module {name!r} is not built in this installation") from exc
+            servicer = service.create_servicer(model_repo)
+            servicers.append(servicer)
+            stubs[name] = in_process_stub(name, servicer)
+        try:
+            return ModuleSet(stubs), servicers
+        except Exception as exc:
+            raise ModuleSetupError(_explain(exc, model_repo, endpoints)) from exc
+    except BaseException:
+        for s in servicers:
+            s.close()
+        raise
+
+
+def _explain(exc: Exception, model_repo: Path | None, endpoints: dict[str, str] | None) -> str:
+    detail = exc.details() if hasattr(exc, "details") and callable(exc.details) else str(exc)
+    where = f"model repository {model_repo}" if endpoints is None else "the services in the endpoints file"
+    return f"a module could not answer GetModelInfo from {where}: {detail}"

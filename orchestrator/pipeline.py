@@ -1,0 +1,378 @@
+"""One video through the modules: SegNet -> Tracker -> crops -> IdNet | PoseNet | BehaveNet -> Tracker.
+
+```
+decoder thread --frames--> SegNet stream (batched by the service) --instances--> Tracker stream A (matching)
+   -> crops around each track's COM (from the frame the orchestrator holds)
+   -> PoseNet stream (per frame) | IdNet stream (per track, T-frame delay) | BehaveNet stream (per track and
+      interacting pair, n-frame delay), all in flight at once in their own threads
+   -> Tracker stream B (identity smoothing of IdNet's answers, one identity per animal per frame)
+   -> Tracker.Estimate3D (when a depth model is served)
+   -> completed frames, in order -> sinks
+```
+
+Only the contract is used: each module is a stub (gRPC or in-process, see `orchestrator.clients`).
+Memory is bounded: at most `max_frames_in_flight` frames are held between decoding and completion.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from orchestrator.streams import BidiStream
+from orchestrator.video import Frame, FrameReader
+from sipec.api.convert import (
+    image_to_proto,
+    instance_from_proto,
+    mask_to_proto,
+)
+from sipec.geometry import crop_around, crop_origin, decode_rle
+from sipec.v1 import behavenet_pb2, common_pb2, idnet_pb2, posenet_pb2, segnet_pb2, tracker_pb2
+
+log = logging.getLogger("sipec.pipeline")
+
+MODULE_ORDER = ("segnet", "tracker", "idnet", "posenet", "behavenet")
+
+
+@dataclass
+class PipelineOptions:
+    modules: tuple[str, ...] = MODULE_ORDER
+    min_score: float = 0.5
+    max_instances: int = 16
+    max_frames_in_flight: int = 64
+    tracker: dict[str, Any] = field(default_factory=dict)   # TrackerOptions fields
+    estimate_3d: bool = True
+    timeout_s: float = 120.0
+
+
+@dataclass
+class AnimalState:
+    index: int
+    instance: Any                         # sipec.api.convert.InstanceData (RLE mask)
+    proto: Any                            # common_pb2.Instance as SegNet returned it
+    track_id: int = 0
+    identity: str = ""
+    identity_confidence: float = float("nan")
+    identity_probs: Any = None            # IdNet's raw answer (Probabilities)
+    keypoints: Any = None                 # list[Keypoint]
+    behaviours: Any = None                # Probabilities
+    position: tuple[float, float, float] | None = None
+
+
+@dataclass
+class FrameState:
+    frame: Frame
+    animals: list[AnimalState] = field(default_factory=list)
+    interactions: list[Any] = field(default_factory=list)      # tracker_pb2.Interaction
+    pair_behaviours: dict[str, Any] = field(default_factory=dict)
+    pending_pose: bool = False
+    pending_id: set[int] = field(default_factory=set)
+    pending_behaviour: set[str] = field(default_factory=set)
+    smoothed: bool = False
+    error: str = ""
+
+    def by_track(self, track_id: int) -> AnimalState | None:
+        return next((a for a in self.animals if a.track_id == track_id), None)
+
+
+class ModuleSet:
+    """The stubs of the modules a pipeline uses and their ModelInfo (crop sizes, names)."""
+
+    def __init__(self, stubs: dict[str, Any]) -> None:
+        unknown = set(stubs) - set(MODULE_ORDER)
+        if unknown:
+            raise ValueError(f"unknown module(s) {', '.join(sorted(unknown))}; modules: {', '.join(MODULE_ORDER)}")
+        self.stubs = stubs
+        self.info = {}
+        for name, stub in stubs.items():
+            try:
+                self.info[name] = stub.GetModelInfo(common_pb2.GetModelInfoRequest(), timeout=30)
+            except Exception as exc:
+                detail = exc.details() if hasattr(exc, "details") and callable(exc.details) else str(exc)
+                raise ValueError(f"{name}: {detail}") from exc
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.stubs
+
+    def crop_size(self, name: str) -> int:
+        info = self.info[name]
+        return int(info.input_height or 128)
+
+    def meta(self, name: str) -> dict[str, Any]:
+        try:
+            return json.loads(self.info[name].metadata_json or "{}")
+        except json.JSONDecodeError:
+            return {}
+
+
+class VideoPipeline:
+    """Runs one video; calls `emit(FrameState)` for every completed frame, in order."""
+
+    def __init__(self, modules: ModuleSet, options: PipelineOptions | None = None) -> None:
+        self.m = modules
+        self.o = options or PipelineOptions()
+        if "segnet" not in modules:
+            raise ValueError("the pipeline needs segnet: every other module starts from its instances")
+        needs_tracks = [n for n in ("idnet", "behavenet") if n in modules]
+        if needs_tracks and "tracker" not in modules:
+            raise ValueError(f"{', '.join(needs_tracks)} need the tracker (crops are grouped per track)")
+
+    # ------------------------------------------------------------------------------------------------
+    def run(self, reader: FrameReader, emit: Callable[[FrameState], None],
+            progress: Callable[[int], None] | None = None) -> None:
+        self._states: dict[int, FrameState] = {}
+        self._lock = threading.Condition()
+        self._emit = emit
+        self._next_emit: int | None = None
+        self._prev_tracks: set[int] = set()
+        self._prev_pairs: set[str] = set()
+        m, o = self.m, self.o
+        timeout = o.timeout_s
+        self._seg = BidiStream("segnet", m.stubs["segnet"].SegmentStream, max_pending=8)
+        self._track_a = BidiStream("tracker", m.stubs["tracker"].Track, timeout_s=None) if "tracker" in m else None
+        self._track_b = (BidiStream("tracker-identity", m.stubs["tracker"].Track)
+                         if "tracker" in m and "idnet" in m else None)
+        self._pose = (BidiStream("posenet", m.stubs["posenet"].EstimatePoseStream, self._on_pose)
+                      if "posenet" in m else None)
+        self._id = (BidiStream("idnet", m.stubs["idnet"].IdentifyStream, self._on_identity)
+                    if "idnet" in m else None)
+        self._beh = (BidiStream("behavenet", m.stubs["behavenet"].ClassifyStream, self._on_behaviour)
+                     if "behavenet" in m else None)
+        inflight: dict[int, Frame] = {}
+        feeder_error: list[BaseException] = []
+
+        def feed() -> None:
+            try:
+                for frame in reader:
+                    with self._lock:
+                        while len(inflight) + len(self._states) >= o.max_frames_in_flight:
+                            self._lock.wait(0.1)
+                        inflight[frame.index] = frame
+                    self._seg.send(segnet_pb2.SegmentRequest(
+                        image=image_to_proto(frame.image), min_score=o.min_score, max_instances=o.max_instances,
+                        frame=common_pb2.FrameRef(index=frame.index, time_s=frame.time_s)))
+            except BaseException as exc:  # noqa: BLE001
+                feeder_error.append(exc)
+            finally:
+                self._seg.close(wait_s=0)
+
+        feeder = threading.Thread(target=feed, name="feed-segnet", daemon=True)
+        feeder.start()
+        try:
+            while True:
+                resp = self._seg.recv(timeout_s=timeout)
+                if resp is None:
+                    break
+                with self._lock:
+                    frame = inflight.pop(int(resp.frame.index))
+                self._process(frame, resp)
+                if progress is not None:
+                    progress(frame.index)
+            feeder.join(timeout)
+            if feeder_error:
+                raise feeder_error[0]
+            self._end_all_tracks()
+            for s in (self._pose, self._id, self._beh):
+                if s is not None:
+                    s.close(timeout)
+            self._drain(final=True)
+            for s in (self._track_a, self._track_b):
+                if s is not None:
+                    s.close(timeout)
+        except BaseException:
+            for s in (self._seg, self._track_a, self._track_b, self._pose, self._id, self._beh):
+                if s is not None:
+                    s.cancel()
+            raise
+
+    # ------------------------------------------------------------------------------------------------
+    def _process(self, frame: Frame, seg: Any) -> None:
+        state = FrameState(frame)
+        if seg.HasField("error") and seg.error.code:
+            state.error = f"segnet: {seg.error.message}"
+        for i, inst in enumerate(seg.instances):
+            state.animals.append(AnimalState(i, instance_from_proto(inst, decode_mask=False), inst))
+        ref = common_pb2.FrameRef(index=frame.index, time_s=frame.time_s)
+        if self._track_a is not None:
+            req = tracker_pb2.TrackRequest(frame=ref, instances=[a.proto for a in state.animals])
+            if self._track_a.sent == 0:
+                req.options.CopyFrom(tracker_pb2.TrackerOptions(**self.o.tracker))
+            self._track_a.send(req)
+            tr = self._track_a.recv(timeout_s=self.o.timeout_s)
+            if tr is None:
+                raise RuntimeError("tracker stream ended early")
+            if tr.HasField("error") and tr.error.code:
+                state.error = (state.error + "; " if state.error else "") + f"tracker: {tr.error.message}"
+            for t in tr.instances:
+                state.animals[t.index].track_id = t.track_id
+            state.interactions = list(tr.interactions)
+        with self._lock:
+            self._states[frame.index] = state
+            if self._next_emit is None:
+                self._next_emit = frame.index
+        self._send_crops(state, ref)
+        if "tracker" in self.m and self.o.estimate_3d and self.m.info["tracker"].version > 0 and state.animals:
+            self._estimate_3d(state)
+        self._drain()
+
+    def _send_crops(self, state: FrameState, ref: Any) -> None:
+        image = state.frame.image
+        tracks = {a.track_id for a in state.animals if a.track_id}
+        if self._pose is not None and state.animals:
+            size = self.m.crop_size("posenet")
+            crops = []
+            for a in state.animals:
+                ox, oy = crop_origin(a.instance.com, size)
+                crops.append(posenet_pb2.PoseCrop(crop=image_to_proto(crop_around(image, a.instance.com, size)),
+                                                  origin=common_pb2.Point(x=ox, y=oy), scale=1.0,
+                                                  key=str(a.track_id or a.index)))
+            with self._lock:
+                state.pending_pose = True
+            self._pose.send(posenet_pb2.PoseRequest(frame=ref, crops=crops))
+        if self._id is not None:
+            size = self.m.crop_size("idnet")
+            with self._lock:
+                state.pending_id = set(tracks)
+            for a in state.animals:
+                if not a.track_id:
+                    continue
+                mask = crop_around(decode_rle(a.instance.rle).astype(np.uint8), a.instance.com, size).astype(bool)
+                self._id.send(idnet_pb2.IdentifyStreamRequest(
+                    frame=ref, track_id=a.track_id, crop=image_to_proto(crop_around(image, a.instance.com, size)),
+                    mask=mask_to_proto(mask)))
+        if self._beh is not None:
+            size = self.m.crop_size("behavenet")
+            subjects: dict[str, tuple[float, float]] = {str(a.track_id): a.instance.com for a in state.animals
+                                                        if a.track_id}
+            for it in state.interactions:
+                subjects[f"{min(it.track_a, it.track_b)}+{max(it.track_a, it.track_b)}"] = (it.com.x, it.com.y)
+            with self._lock:
+                state.pending_behaviour = set(subjects)
+            for subject, com in subjects.items():
+                self._beh.send(behavenet_pb2.BehaviourFrame(
+                    frame=ref, subject=subject, crop=image_to_proto(crop_around(image, com, size))))
+            self._end_pairs({s for s in subjects if "+" in s}, ref)
+        self._end_tracks(tracks, ref)
+
+    def _end_tracks(self, tracks: set[int], ref: Any) -> None:
+        for gone in sorted(self._prev_tracks - tracks):
+            if self._id is not None:
+                self._id.send(idnet_pb2.IdentifyStreamRequest(frame=ref, track_id=gone, end_of_track=True))
+            if self._beh is not None:
+                self._beh.send(behavenet_pb2.BehaviourFrame(frame=ref, subject=str(gone), end_of_track=True))
+        self._prev_tracks = tracks
+
+    def _end_pairs(self, pairs: set[str], ref: Any) -> None:
+        for gone in sorted(self._prev_pairs - pairs):
+            self._beh.send(behavenet_pb2.BehaviourFrame(frame=ref, subject=gone, end_of_track=True))
+        self._prev_pairs = pairs
+
+    def _end_all_tracks(self) -> None:
+        ref = common_pb2.FrameRef(index=-1)
+        self._end_tracks(set(), ref)
+        if self._beh is not None:
+            self._end_pairs(set(), ref)
+
+    def _estimate_3d(self, state: FrameState) -> None:
+        resp = self.m.stubs["tracker"].Estimate3D(
+            tracker_pb2.Estimate3DRequest(instances=[a.proto for a in state.animals]), timeout=self.o.timeout_s)
+        for p in resp.positions:
+            state.animals[p.index].position = (p.x, p.y, p.z)
+
+    # responses (in the streams' threads) -------------------------------------------------------------
+    def _on_pose(self, resp: Any) -> None:
+        with self._lock:
+            state = self._states.get(int(resp.frame.index))
+            if state is None:
+                return
+            for pose in resp.poses:
+                animal = next((a for a in state.animals if str(a.track_id or a.index) == pose.key), None)
+                if animal is not None and not (pose.HasField("error") and pose.error.code):
+                    animal.keypoints = list(pose.keypoints)
+            state.pending_pose = False
+            self._lock.notify_all()
+
+    def _on_identity(self, resp: Any) -> None:
+        with self._lock:
+            state = self._states.get(int(resp.frame.index))
+            if state is None:
+                return
+            animal = state.by_track(resp.track_id)
+            if animal is not None and not (resp.result.HasField("error") and resp.result.error.code):
+                animal.identity_probs = resp.result.identities
+            state.pending_id.discard(resp.track_id)
+            self._lock.notify_all()
+
+    def _on_behaviour(self, resp: Any) -> None:
+        with self._lock:
+            state = self._states.get(int(resp.frame.index))
+            if state is None:
+                return
+            if not (resp.HasField("error") and resp.error.code):
+                if "+" in resp.subject:
+                    state.pair_behaviours[resp.subject] = resp.behaviours
+                else:
+                    animal = state.by_track(int(resp.subject))
+                    if animal is not None:
+                        animal.behaviours = resp.behaviours
+            state.pending_behaviour.discard(resp.subject)
+            self._lock.notify_all()
+
+    # completion ------------------------------------------------------------------------------------
+    def _drain(self, final: bool = False) -> None:
+        """Emit every completed frame at the head of the queue, in order."""
+        while True:
+            with self._lock:
+                if self._next_emit is None or self._next_emit not in self._states:
+                    return
+                state = self._states[self._next_emit]
+                ready_ids = not state.pending_id
+                done = ready_ids and not state.pending_pose and not state.pending_behaviour
+            if ready_ids and not state.smoothed:
+                self._smooth(state)
+            if not done:
+                if final:  # the streams are closed: what is still pending will not come
+                    log.warning("frame incomplete at end of video", extra={"frame": state.frame.index})
+                else:
+                    return
+            with self._lock:
+                del self._states[self._next_emit]
+                self._next_emit += 1
+                while self._next_emit not in self._states and self._states:
+                    self._next_emit = min(self._states)
+                self._lock.notify_all()
+            self._emit(state)
+
+    def _smooth(self, state: FrameState) -> None:
+        state.smoothed = True
+        if self._track_b is None:
+            return
+        animals = [a for a in state.animals if a.track_id and a.identity_probs is not None]
+        if not animals:
+            return
+        req = tracker_pb2.TrackRequest(
+            frame=common_pb2.FrameRef(index=state.frame.index, time_s=state.frame.time_s),
+            instances=[_with_track(a) for a in animals], identities=[a.identity_probs for a in animals])
+        if self._track_b.sent == 0:
+            req.options.CopyFrom(tracker_pb2.TrackerOptions(**self.o.tracker))
+        self._track_b.send(req)
+        resp = self._track_b.recv(timeout_s=self.o.timeout_s)
+        if resp is None or (resp.HasField("error") and resp.error.code):
+            return
+        for t in resp.instances:
+            animals[t.index].identity = t.identity
+            animals[t.index].identity_confidence = t.identity_confidence
+
+
+def _with_track(animal: AnimalState) -> Any:
+    inst = common_pb2.Instance()
+    inst.CopyFrom(animal.proto)
+    inst.track_id = animal.track_id
+    return inst
+

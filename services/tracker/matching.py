@@ -1,0 +1,102 @@
+"""Which instance continues which track: true mask IoU, then a one-to-one assignment.
+
+`iou_matrix` compares instances with the last appearance of each candidate track: the true mask IoU
+(pycocotools, on the RLEs) where both have a mask, box IoU otherwise. Two assignments:
+
+- `greedy_assignment` (the SIPEC paper): every instance goes to the track it overlaps most, done
+  one-to-one -- all (instance, track) pairs in decreasing IoU, a pair taken when neither is taken yet
+  and its IoU reaches `min_iou`; ties go to the track seen most recently;
+- `hungarian_assignment`: the assignment of maximum total IoU (scipy's linear_sum_assignment), pairs
+  below `min_iou` dropped.
+
+`distance_assignment` is the optional second stage (TrackerOptions.max_distance): what IoU left unmatched,
+matched by centre-of-mass distance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from services.tracker.detections import Detection
+from sipec.geometry import box_iou, mask_iou_matrix
+
+
+def iou_matrix(dets: Sequence[Detection], refs: Sequence[Detection]) -> np.ndarray:
+    """(len(dets), len(refs)) IoU: mask IoU where both have masks, box IoU for the other pairs."""
+    out = np.zeros((len(dets), len(refs)), dtype=np.float64)
+    if not dets or not refs:
+        return out
+    dm = [i for i, d in enumerate(dets) if d.rle is not None]
+    rm = [j for j, r in enumerate(refs) if r.rle is not None]
+    if dm and rm:
+        out[np.ix_(dm, rm)] = mask_iou_matrix([dets[i].rle for i in dm], [refs[j].rle for j in rm])
+    dm_set, rm_set = set(dm), set(rm)
+    for i, d in enumerate(dets):
+        for j, r in enumerate(refs):
+            if i not in dm_set or j not in rm_set:
+                out[i, j] = box_iou(d.box, r.box)
+    return out
+
+
+def greedy_assignment(iou: np.ndarray, min_iou: float, recency: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """One-to-one greedy matching by decreasing IoU; (row, column) pairs with IoU >= min_iou.
+
+    `recency` (one value per column, smaller = seen more recently) breaks ties between tracks.
+    """
+    n, m = iou.shape
+    if n == 0 or m == 0:
+        return []
+    rec = np.zeros(m) if recency is None else np.asarray(recency, dtype=np.float64)
+    rows, cols = np.nonzero(iou >= min_iou)
+    if rows.size == 0:
+        return []
+    # sort by IoU descending, then by recency (recent first), then by row and column for determinism
+    order = np.lexsort((cols, rows, rec[cols], -iou[rows, cols]))
+    used_r: set[int] = set()
+    used_c: set[int] = set()
+    pairs = []
+    for k in order:
+        r, c = int(rows[k]), int(cols[k])
+        if r in used_r or c in used_c or iou[r, c] <= 0.0:
+            continue
+        used_r.add(r)
+        used_c.add(c)
+        pairs.append((r, c))
+    return sorted(pairs)
+
+
+def hungarian_assignment(iou: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
+    """Maximum-total-IoU matching; pairs with IoU below `min_iou` (or 0) are dropped."""
+    from scipy.optimize import linear_sum_assignment
+
+    if iou.size == 0:
+        return []
+    rows, cols = linear_sum_assignment(-iou)
+    return sorted((int(r), int(c)) for r, c in zip(rows, cols, strict=True)
+                  if iou[r, c] >= min_iou and iou[r, c] > 0.0)
+
+
+def distance_assignment(dets: Sequence[Detection], refs: Sequence[Detection], max_distance: float
+                        ) -> list[tuple[int, int]]:
+    """Centre-of-mass matching: pairs at most `max_distance` pixels apart, minimum total distance (Hungarian)."""
+    from scipy.optimize import linear_sum_assignment
+
+    if not dets or not refs or max_distance <= 0:
+        return []
+    a = np.array([d.com for d in dets], dtype=np.float64)
+    b = np.array([r.com for r in refs], dtype=np.float64)
+    dist = np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1])
+    big = max_distance * 10 + 1.0
+    rows, cols = linear_sum_assignment(np.where(dist <= max_distance, dist, big))
+    return sorted((int(r), int(c)) for r, c in zip(rows, cols, strict=True) if dist[r, c] <= max_distance)
+
+
+def assign(iou: np.ndarray, method: str, min_iou: float, recency: np.ndarray | None = None) -> list[tuple[int, int]]:
+    """`greedy_assignment` or `hungarian_assignment` by name."""
+    if method == "greedy":
+        return greedy_assignment(iou, min_iou, recency)
+    if method == "hungarian":
+        return hungarian_assignment(iou, min_iou)
+    raise ValueError(f"unknown matching method {method!r}: use 'greedy' or 'hungarian'")

@@ -1,0 +1,140 @@
+"""Multi-object tracking metrics: identity switches and MOTA (CLEAR MOT), IDF1 (Ristani et al. 2016).
+
+A ground-truth object and a hypothesis match in a frame when their IoU (mask IoU where both have masks,
+else box IoU) is at least `iou_threshold` (0.5).
+
+- CLEAR MOT, frame by frame: a ground-truth object keeps the hypothesis it was last matched to while
+  they still match; the others are matched by the Hungarian method on IoU. An identity switch is a match
+  to a different hypothesis than the object's last one. Unmatched objects are misses (FN), unmatched
+  hypotheses false positives (FP). MOTA = 1 - (FN + FP + IDSW) / number of ground-truth detections;
+  MOTP here is the mean IoU of the matches.
+- IDF1: ground-truth trajectories and hypothesis trajectories are matched one-to-one for the whole video
+  (Hungarian on the number of frames in which they match); IDTP is the number of frames matched that
+  way, IDF1 = 2 IDTP / (ground-truth detections + hypothesis detections), IDP = IDTP / hypothesis
+  detections, IDR = IDTP / ground-truth detections.
+
+This follows the definitions of py-motmetrics: checked against a hand-worked example in
+tests/unit/test_tracker_mot.py, and once against py-motmetrics 1.4.0 itself on tracker runs over `sipec synth`
+data (identical switches, IDF1, IDTP and MOTA, for track ids and identity names). py-motmetrics is not a
+dependency: 1.4.0 calls numpy.asfarray, which NumPy 2 removed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from services.tracker.detections import Detection
+from services.tracker.matching import iou_matrix
+
+
+@dataclass(frozen=True)
+class MotResult:
+    frames: int
+    gt_detections: int
+    hyp_detections: int
+    matches: int
+    misses: int
+    false_positives: int
+    id_switches: int
+    mota: float
+    motp_iou: float
+    idtp: int
+    idfp: int
+    idfn: int
+    idf1: float
+    idp: float
+    idr: float
+    gt_tracks: int
+    hyp_tracks: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class MotAccumulator:
+    """Feed (ground truth, hypotheses) frame by frame with `update`, then read `result()`."""
+
+    def __init__(self, iou_threshold: float = 0.5) -> None:
+        if not 0.0 < iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must be in (0, 1], not {iou_threshold}")
+        self.iou_threshold = iou_threshold
+        self.frames = 0
+        self.last_match: dict[Hashable, Hashable] = {}
+        self.gt_count: Counter = Counter()
+        self.hyp_count: Counter = Counter()
+        self.pair_frames: defaultdict[tuple[Hashable, Hashable], int] = defaultdict(int)
+        self.matches = self.misses = self.false_positives = self.switches = 0
+        self.iou_sum = 0.0
+
+    def update(self, gt: Sequence[tuple[Hashable, Detection]], hyp: Sequence[tuple[Hashable, Detection]]) -> None:
+        """One frame: (object id, detection) of the ground truth and of the hypotheses."""
+        from scipy.optimize import linear_sum_assignment
+
+        gt_ids = [g for g, _ in gt]
+        hyp_ids = [h for h, _ in hyp]
+        for what, ids in (("ground-truth", gt_ids), ("hypothesis", hyp_ids)):
+            dup = [k for k, n in Counter(ids).items() if n > 1]
+            if dup:
+                raise ValueError(f"frame {self.frames}: {what} id(s) {dup} occur more than once")
+        self.frames += 1
+        iou = iou_matrix([d for _, d in gt], [d for _, d in hyp])
+        valid = iou >= self.iou_threshold
+        self.gt_count.update(gt_ids)
+        self.hyp_count.update(hyp_ids)
+        for gi, hi in zip(*np.nonzero(valid), strict=True):
+            self.pair_frames[(gt_ids[gi], hyp_ids[hi])] += 1
+
+        hyp_index = {h: j for j, h in enumerate(hyp_ids)}
+        matched: dict[int, int] = {}
+        used_h: set[int] = set()
+        # 1. objects keep their last hypothesis while it still matches
+        for gi, g in enumerate(gt_ids):
+            j = hyp_index.get(self.last_match[g]) if g in self.last_match else None
+            if j is not None and valid[gi, j] and j not in used_h:
+                matched[gi] = j
+                used_h.add(j)
+        # 2. the rest by the Hungarian method on IoU
+        rest_g = [gi for gi in range(len(gt_ids)) if gi not in matched]
+        rest_h = [j for j in range(len(hyp_ids)) if j not in used_h]
+        if rest_g and rest_h:
+            sub = np.where(valid[np.ix_(rest_g, rest_h)], iou[np.ix_(rest_g, rest_h)], 0.0)
+            for r, c in zip(*linear_sum_assignment(-sub), strict=True):
+                if sub[r, c] >= self.iou_threshold:
+                    gi, j = rest_g[r], rest_h[c]
+                    if gt_ids[gi] in self.last_match and self.last_match[gt_ids[gi]] != hyp_ids[j]:
+                        self.switches += 1
+                    matched[gi] = j
+                    used_h.add(j)
+        for gi, j in matched.items():
+            self.last_match[gt_ids[gi]] = hyp_ids[j]
+            self.iou_sum += float(iou[gi, j])
+        self.matches += len(matched)
+        self.misses += len(gt_ids) - len(matched)
+        self.false_positives += len(hyp_ids) - len(matched)
+
+    def result(self) -> MotResult:
+        from scipy.optimize import linear_sum_assignment
+
+        n_gt, n_hyp = sum(self.gt_count.values()), sum(self.hyp_count.values())
+        gts, hyps = sorted(self.gt_count, key=str), sorted(self.hyp_count, key=str)
+        idtp = 0
+        if gts and hyps:
+            m = np.zeros((len(gts), len(hyps)))
+            gi_of, hi_of = {g: i for i, g in enumerate(gts)}, {h: j for j, h in enumerate(hyps)}
+            for (g, h), n in self.pair_frames.items():
+                m[gi_of[g], hi_of[h]] = n
+            rows, cols = linear_sum_assignment(-m)
+            idtp = int(m[rows, cols].sum())
+        mota = 1.0 - (self.misses + self.false_positives + self.switches) / n_gt if n_gt else float("nan")
+        return MotResult(
+            frames=self.frames, gt_detections=n_gt, hyp_detections=n_hyp, matches=self.matches,
+            misses=self.misses, false_positives=self.false_positives, id_switches=self.switches, mota=mota,
+            motp_iou=self.iou_sum / self.matches if self.matches else float("nan"),
+            idtp=idtp, idfp=n_hyp - idtp, idfn=n_gt - idtp,
+            idf1=2 * idtp / (n_gt + n_hyp) if (n_gt + n_hyp) else float("nan"),
+            idp=idtp / n_hyp if n_hyp else float("nan"), idr=idtp / n_gt if n_gt else float("nan"),
+            gt_tracks=len(gts), hyp_tracks=len(hyps))

@@ -1,0 +1,89 @@
+"""Per-stream tracker options (TrackerOptions in tracker.proto) and the server's limits on them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sipec.serving.errors import InvalidInput
+
+MATCHING_METHODS: tuple[str, ...] = ("greedy", "hungarian")
+
+
+@dataclass(frozen=True)
+class TrackerOptions:
+    """How one stream is tracked. The defaults apply where TrackerOptions leaves a field 0/empty.
+
+    - matching: "greedy" (the paper: the largest mask IoU first, each track and instance used once) or
+      "hungarian" (maximum total IoU);
+    - min_iou: an instance whose best IoU with every candidate track is below this starts a new track;
+    - max_lost_frames: a track missing for up to this many frames (an animal hidden under an object)
+      can still be resumed; after that it ends and a reappearing animal gets a new track;
+    - identity_window: IdNet probabilities of the last this-many frames of a track are averaged;
+    - interaction_dilation: pixels by which both masks are dilated before testing a pair for overlap;
+    - max_distance: 0 (the paper: IoU only) or a distance in pixels: instances left without a track by the
+      IoU matching then go to tracks also left over (seen in the look-back) whose last centre of mass is at
+      most this far, nearest first (Hungarian on distance) -- for animals that reappear from under an object
+      where their last mask does not overlap.
+    """
+
+    matching: str = "greedy"
+    min_iou: float = 0.1
+    max_lost_frames: int = 30
+    identity_window: int = 30
+    interaction_dilation: int = 8
+    max_distance: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrackerLimits:
+    """Bounds on the state of one stream (RESOURCE_EXHAUSTED / INVALID_ARGUMENT beyond them)."""
+
+    max_tracks: int = 64               # live tracks (seen or lost within the look-back) per stream
+    max_instances: int = 256           # instances in one frame
+    max_lost_frames: int = 600         # largest look-back a stream may ask for
+    max_identity_window: int = 600     # largest identity window a stream may ask for
+    max_interaction_dilation: int = 200
+    max_distance: float = 10_000.0     # pixels
+
+    def __post_init__(self) -> None:
+        for name in ("max_tracks", "max_instances", "max_lost_frames", "max_identity_window",
+                     "max_interaction_dilation", "max_distance"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+
+
+def resolve_options(matching: str = "", min_iou: float = 0.0, max_lost_frames: int = 0, identity_window: int = 0,
+                    interaction_dilation: int = 0, max_distance: float = 0.0, limits: TrackerLimits | None = None,
+                    field: str = "options") -> TrackerOptions:
+    """Options from TrackerOptions-style values (0 / "" = default), checked against `limits`.
+
+    Raises InvalidInput naming the field (e.g. ``options.matching``) and what is allowed.
+    """
+    limits = limits or TrackerLimits()
+    default = TrackerOptions()
+    matching = matching.strip().lower() or default.matching
+    if matching not in MATCHING_METHODS:
+        raise InvalidInput(f"{field}.matching must be one of {', '.join(MATCHING_METHODS)} (or empty for greedy), "
+                           f"not {matching!r}")
+    if not (0.0 <= min_iou < 1.0):
+        raise InvalidInput(f"{field}.min_iou must be in [0, 1) (0 = default {default.min_iou}), not {min_iou}")
+    checks = (("max_lost_frames", max_lost_frames, limits.max_lost_frames),
+              ("identity_window", identity_window, limits.max_identity_window),
+              ("interaction_dilation", interaction_dilation, limits.max_interaction_dilation))
+    for name, value, limit in checks:
+        if value < 0 or value > limit:
+            raise InvalidInput(f"{field}.{name} must be 0 (default) to {limit} (this server's limit), not {value}")
+    if not (0.0 <= max_distance <= limits.max_distance):
+        raise InvalidInput(f"{field}.max_distance must be 0 (off) to {limits.max_distance:g} pixels, "
+                           f"not {max_distance}")
+    return TrackerOptions(matching=matching, min_iou=min_iou or default.min_iou,
+                          max_lost_frames=max_lost_frames or default.max_lost_frames,
+                          identity_window=identity_window or default.identity_window,
+                          interaction_dilation=interaction_dilation or default.interaction_dilation,
+                          max_distance=float(max_distance))
+
+
+def options_from_proto(msg, limits: TrackerLimits | None = None) -> TrackerOptions:
+    """TrackerOptions from the ``sipec.v1.TrackerOptions`` message of a stream's first request."""
+    return resolve_options(msg.matching, float(msg.min_iou), int(msg.max_lost_frames), int(msg.identity_window),
+                           int(msg.interaction_dilation), float(msg.max_distance), limits)

@@ -1,0 +1,1 @@
+"""Reports built from results: position density maps, ethograms and bout statistics."""

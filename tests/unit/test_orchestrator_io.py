@@ -1,0 +1,133 @@
+"""Orchestrator plumbing without networks: video decoding, checkpointed results, config, stream driver."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from orchestrator.config import ConfigError, load_config, parse_config
+from orchestrator.results import ResultsWriter
+from orchestrator.streams import BidiStream, StreamFailed
+from orchestrator.video import FrameReader, VideoError, find_videos, probe
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    subprocess.run([sys.executable, "-m", "sipec", "synth", "--out", str(out), "--animals", "2", "--frames", "60",
+                    "--size", "160x120", "--seed", "4", "--quiet", "--overwrite"], check=True)
+    return out / "video.mp4"
+
+
+def test_reader_decodes_in_order_with_a_bounded_queue(clip):
+    info = probe(clip)
+    assert (info.frames, info.width, info.height) == (60, 160, 120)
+    with FrameReader(clip, start=10, stop=25, queue_size=2) as reader:
+        frames = list(reader)
+    assert [f.index for f in frames] == list(range(10, 25))
+    assert frames[0].image.shape == (120, 160, 3) and frames[0].image.dtype == np.uint8
+    assert frames[1].time_s == pytest.approx(11 / info.fps)
+    assert reader.error is None and reader.decode_fps > 0
+
+
+def test_truncated_and_garbage_videos_are_named(clip, tmp_path):
+    data = clip.read_bytes()
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) // 2])
+    try:
+        with FrameReader(truncated) as reader:
+            n = sum(1 for _ in reader)
+        assert n < 60 and reader.error is not None and "truncated.mp4" in str(reader.error)
+    except VideoError as exc:  # the moov atom may be in the lost half: then it does not open at all
+        assert "truncated.mp4" in str(exc)
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00not a video" * 100)
+    with pytest.raises(VideoError, match="garbage.mp4: cannot open"):
+        probe(garbage)
+    with pytest.raises(VideoError, match="no such file"):
+        probe(tmp_path / "missing.mp4")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(VideoError, match="empty file"):
+        probe(tmp_path / "empty.mp4")
+    assert find_videos([tmp_path]) == sorted([garbage, truncated, tmp_path / "empty.mp4"])
+
+
+SCHEMA = pa.schema([("frame", pa.int64()), ("track_id", pa.int32()), ("x", pa.float64())])
+
+
+def _rows(i: int) -> list[dict]:
+    return [{"frame": i, "track_id": t, "x": i + t / 10} for t in (1, 2)]
+
+
+def test_results_resume_loses_and_duplicates_nothing(tmp_path):
+    w = ResultsWriter(tmp_path, SCHEMA, chunk_frames=4)
+    for i in range(10):  # interrupted after frame 9: frames 8-9 were never checkpointed
+        w.add_frame(i, _rows(i))
+    (tmp_path / "parts" / "part-00000008-00000009.parquet").write_bytes(b"half-written")  # a stray
+    resumed = ResultsWriter(tmp_path, SCHEMA, chunk_frames=4, resume=True)
+    assert resumed.next_frame == 8
+    assert not (tmp_path / "parts" / "part-00000008-00000009.parquet").exists()
+    for i in range(resumed.next_frame, 13):
+        resumed.add_frame(i, _rows(i))
+    table = resumed.finish()
+    frames = table.column("frame").to_pylist()
+    assert frames == [i for i in range(13) for _ in (1, 2)]
+    assert (tmp_path / "results.parquet").is_file() and (tmp_path / "results.csv").read_text().count("\n") == 27
+    assert json.loads((tmp_path / "progress.json").read_text())["finished"] is True
+    with pytest.raises(ValueError, match="out of order"):
+        resumed.add_frame(3, _rows(3))
+    changed = pa.schema([("frame", pa.int64())])
+    with pytest.raises(ValueError, match="columns changed"):
+        ResultsWriter(tmp_path, changed, resume=True)
+
+
+def test_config_validation_names_the_key(tmp_path):
+    cfg = parse_config({"modules": ["segnet", "tracker", "posenet"], "segnet": {"min_score": 0.7},
+                        "tracker": {"matching": "hungarian"}, "outputs": {"annotated_video": False}})
+    assert cfg.modules == ("segnet", "tracker", "posenet") and cfg.min_score == 0.7
+    assert cfg.outputs["annotated_video"] is False and cfg.pipeline_options().tracker == {"matching": "hungarian"}
+    for bad, message in [({"modules": ["segnet", "flownet"]}, "unknown module.*flownet"),
+                         ({"modules": ["tracker"]}, "must include segnet"),
+                         ({"modules": ["segnet", "idnet"]}, "idnet needs the tracker"),
+                         ({"segnet": {"min_score": "high"}}, "segnet.min_score"),
+                         ({"colour": 1}, "unknown key.*colour"),
+                         ({"tracker": {"matching": "magic"}}, "greedy or hungarian"),
+                         ({"chunk_frames": 0}, "chunk_frames: must be positive")]:
+        with pytest.raises(ConfigError, match=message):
+            parse_config(bad, "p.yaml")
+    path = tmp_path / "p.yaml"
+    path.write_text("modules: [segnet\n")
+    with pytest.raises(ConfigError, match="p.yaml: not valid YAML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "none.yaml")
+
+
+def test_bidi_stream_lock_step_callbacks_and_failure():
+    def echo(requests, timeout=None):
+        for r in requests:
+            if r == "boom":
+                raise RuntimeError("bad request")
+            yield r.upper()
+
+    s = BidiStream("echo", echo)
+    s.send("a")
+    assert s.recv(5) == "A"
+    s.send("b")
+    s.close()
+    assert s.recv(5) == "B" and s.recv(5) is None
+    got = []
+    c = BidiStream("cb", echo, on_response=got.append)
+    for x in "xyz":
+        c.send(x)
+    c.close()
+    assert got == ["X", "Y", "Z"]
+    f = BidiStream("fail", echo)
+    f.send("boom")
+    with pytest.raises(StreamFailed, match="fail stream failed.*bad request"):
+        f.close()
