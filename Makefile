@@ -29,7 +29,7 @@ $(PROTO_STAMP): $(PROTO_SRC) $(STAMP) scripts/gen_protos.py
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup lint
+test: setup lint k8s-check
 	$(VENV)/bin/pytest -q -ra
 
 demo: setup

@@ -17,6 +17,7 @@ COMMANDS: tuple[str, ...] = (
     "sipec.train_cli",
     "sipec.serving.cli",
     "sipec.models_cli",
+    "sipec.deploy",
 )
 
 # The modules. Each one that exists as services/<name>/cli.py adds itself to `sipec train`,

@@ -25,7 +25,7 @@ import numpy as np
 from sipec.serving.client import ClientTLS, make_channel
 from sipec.serving.errors import InvalidInput, NotFound, ServingError, TooLarge, Unavailable
 from sipec.serving.models import ModelManager, TensorSpecInfo
-from sipec.serving.repository import METADATA_SIGNATURE, SERVING_SIGNATURE, ModelRepository
+from sipec.serving.repository import METADATA_INPUT, METADATA_SIGNATURE, SERVING_SIGNATURE, ModelRepository
 
 
 @dataclass
@@ -172,8 +172,10 @@ class TFServingBackend(ModelBackend):
         sig = sig_map.signature_def[SERVING_SIGNATURE]
         info: dict[str, Any] = {}
         if METADATA_SIGNATURE in sig_map.signature_def:
-            out = self.predict({}, signature=METADATA_SIGNATURE).outputs["metadata"]
-            info = json.loads(out.item().decode() if isinstance(out.item(), bytes) else out.item())
+            one = {METADATA_INPUT: np.zeros(1, np.int32)}
+            out = self.predict(one, signature=METADATA_SIGNATURE).outputs["metadata"]
+            first = out.reshape(-1)[0]
+            info = json.loads(first.decode() if isinstance(first, bytes) else first)
         version = resp.model_spec.version.value if resp.model_spec.HasField("version") else 0
         return ModelMetadata(self.model_name, version, _specs(sig.inputs), _specs(sig.outputs), info)
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from sipec.serving.errors import InvalidInput, NotFound, Unavailable
 from sipec.serving.repository import (
+    METADATA_INPUT,
     METADATA_SIGNATURE,
     SERVING_SIGNATURE,
     ModelRepository,
@@ -71,10 +72,12 @@ class LoadedModel:
         self.load_seconds = time.perf_counter() - t0
 
     def _graph_metadata(self) -> dict[str, Any]:
+        import tensorflow as tf
+
         fn = self.signatures.get(METADATA_SIGNATURE)
         if fn is None:
             return {}
-        return json.loads(fn()["metadata"].numpy().decode())
+        return json.loads(fn(**{METADATA_INPUT: tf.zeros([1], tf.int32)})["metadata"].numpy()[0].decode())
 
     @property
     def name(self) -> str:

@@ -9,7 +9,8 @@
 Versions are positive integers; the newest complete one is served. A version is written to a hidden
 temporary directory and renamed into place when complete, so a server polling the repository never
 sees half a model. Every SavedModel exported here also carries its metadata in the graph, as the
-`sipec_metadata` signature (no inputs, one string output `metadata` holding the same JSON): a module
+`sipec_metadata` signature (input `batch`: int32 (N,), output `metadata`: the same JSON, N times; an input is
+needed because TF Serving's batching refuses signatures without one): a module
 service reading a model through TF Serving, which does not serve assets, learns its labels that way.
 """
 
@@ -30,6 +31,7 @@ from sipec.serving.errors import InvalidInput, NotFound
 METADATA_FILE = "sipec.json"
 METADATA_SIGNATURE = "sipec_metadata"
 SERVING_SIGNATURE = "serving_default"
+METADATA_INPUT = "batch"     # int32 (N,): the metadata JSON comes back N times
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -135,9 +137,10 @@ class ModelRepository:
         archive.add_endpoint("serve", tf.autograph.experimental.do_not_convert(serve_fn),
                              input_signature=list(input_signature))
 
-        @tf.function(input_signature=[], autograph=False)
-        def sipec_metadata() -> dict[str, Any]:
-            return {"metadata": tf.constant(meta_json)}
+        # a batch-shaped input: TF Serving's batching refuses signatures without inputs
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name=METADATA_INPUT)], autograph=False)
+        def sipec_metadata(batch: Any) -> dict[str, Any]:
+            return {"metadata": tf.fill(tf.shape(batch), tf.constant(meta_json))}
 
         archive.add_endpoint(METADATA_SIGNATURE, sipec_metadata)
         tmp = self.root / name / f".tmp-{version}-{os.getpid()}"

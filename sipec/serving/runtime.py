@@ -62,6 +62,7 @@ class ServerConfig:
     max_workers: int = 16
     max_concurrent_rpcs: int | None = None   # beyond this, calls get RESOURCE_EXHAUSTED
     grace_s: float = 10.0
+    max_connection_age_ms: int = 300_000
     tls: TLSConfig | None = None
     interceptors: list[grpc.ServerInterceptor] = field(default_factory=list)
 
@@ -70,6 +71,10 @@ class ServerConfig:
             ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.max_send_message_length", self.max_message_bytes),
             ("grpc.so_reuseport", 0),
+            # close each connection after 5 minutes (calls in flight may finish): clients then reconnect and
+            # their round-robin picks up pods the autoscaler added
+            ("grpc.max_connection_age_ms", self.max_connection_age_ms),
+            ("grpc.max_connection_age_grace_ms", 2**31 - 1),
         ]
 
 

@@ -1,0 +1,291 @@
+"""The Kubernetes manifests (k8s/): rendered, strictly validated, consistent; and the checks themselves catch
+what they claim to (each check is also run on a deliberately broken copy). The same code is `make k8s-check`
+(scripts/k8s_check.py). Needs kubectl (its kustomize) and kubernetes-validate; no cluster, no network."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) not installed")
+
+
+def _load_checker():
+    spec = importlib.util.spec_from_file_location("k8s_check", ROOT / "scripts" / "k8s_check.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["k8s_check"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+kc = _load_checker()
+
+
+def _rendered(overlay: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(kc.render(ROOT / "k8s" / "overlays" / overlay)) if d]
+
+
+@pytest.fixture(scope="module")
+def gpu_objects() -> list[dict]:
+    return _rendered("gpu")
+
+
+@pytest.fixture(scope="module")
+def cpu_objects() -> list[dict]:
+    return _rendered("cpu")
+
+
+def _find(objects: list[dict], kind: str, name: str) -> dict:
+    for o in objects:
+        if o["kind"] == kind and o["metadata"]["name"] == name:
+            return o
+    raise KeyError(f"{kind}/{name}")
+
+
+def _container(dep: dict, name: str) -> dict:
+    return next(c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == name)
+
+
+# ------------------------------------------------------------------------------------- the real thing
+def test_every_kustomization_is_found():
+    names = {str(p.relative_to(ROOT / "k8s")) for p in kc.kustomizations()}
+    assert {"base", "overlays/gpu", "overlays/cpu", "overlays/gpu-facility", "batch", "monitoring", "tools"} <= names
+    assert "components/facility-gateway" not in names   # a Component renders through the overlays using it
+
+
+@needs_kubectl
+@pytest.mark.parametrize("path", kc.kustomizations(), ids=lambda p: str(p.relative_to(ROOT / "k8s")))
+def test_kustomization_renders_validates_strictly_and_is_consistent(path):
+    errors, summary = kc.check_kustomization(path)
+    assert not errors, summary + "\n" + "\n".join(errors)
+
+
+def test_dockerfiles_parse_and_share_their_builder_stage():
+    assert kc.check_all_dockerfiles() == []
+
+
+@needs_kubectl
+def test_overlays_differ_where_they_should(gpu_objects, cpu_objects):
+    for name in ("segnet", "idnet", "posenet", "behavenet"):
+        gpu_tfs = _container(_find(gpu_objects, "Deployment", name), "tfserving")
+        cpu_tfs = _container(_find(cpu_objects, "Deployment", name), "tfserving")
+        assert gpu_tfs["image"].endswith("-gpu") and gpu_tfs["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert "nvidia.com/gpu" not in cpu_tfs["resources"]["limits"]
+        assert "--tensorflow_intra_op_parallelism=4" in cpu_tfs["args"]
+        gpu_batching = _find_batching(gpu_objects, name)
+        assert gpu_batching != _find_batching(cpu_objects, name)
+    tracker = _container(_find(gpu_objects, "Deployment", "tracker"), "tfserving")
+    assert not tracker["image"].endswith("-gpu")   # the depth model stays on the CPU
+
+
+def _find_batching(objects: list[dict], module: str) -> str:
+    dep = _find(objects, "Deployment", module)
+    cm = kc.volume_config_maps(dep["spec"]["template"]["spec"], "tfserving-config")[0]
+    return _find(objects, "ConfigMap", cm)["data"]["batching.config"]
+
+
+@needs_kubectl
+def test_module_services_are_headless_and_named_in_the_endpoints(gpu_objects):
+    endpoints = yaml.safe_load(_find(gpu_objects, "ConfigMap", "sipec-endpoints")["data"]["endpoints.yaml"])
+    for module, address in endpoints.items():
+        assert address.startswith("dns:///") and f"{module}.sipec.svc.cluster.local" in address
+        assert _find(gpu_objects, "Service", module)["spec"]["clusterIP"] == "None"
+
+
+# ------------------------------------------------------------------- the checks catch what they claim
+@needs_kubectl
+def test_strict_schema_validation_rejects_an_unknown_field_and_a_wrong_type(gpu_objects):
+    dep = copy.deepcopy(_find(gpu_objects, "Deployment", "segnet"))
+    dep["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    report = kc.validate_schemas(yaml.safe_dump(dep), [dep])
+    assert report.errors and "imagePullPolicyy" in " ".join(report.errors)
+    dep = copy.deepcopy(_find(gpu_objects, "HorizontalPodAutoscaler", "segnet"))
+    dep["spec"]["maxReplicas"] = "eight"
+    assert kc.validate_schemas(yaml.safe_dump(dep), [dep]).errors
+
+
+@needs_kubectl
+def test_custom_resources_are_checked_by_our_schema_and_unknown_kinds_fail(gpu_objects):
+    sm = copy.deepcopy(_find(gpu_objects, "ServiceMonitor", "sipec-modules"))
+    assert kc.validate_schemas(yaml.safe_dump(sm), [sm]).errors == []
+    sm["spec"]["endpoints"][0]["intervall"] = "15s"
+    assert any("intervall" in e for e in kc.validate_schemas(yaml.safe_dump(sm), [sm]).errors)
+    cert = {"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": {"name": "x"}, "spec": {}}
+    errors = kc.validate_schemas(yaml.safe_dump(cert), [cert]).errors
+    assert errors and "Certificate" in errors[0]
+
+
+def test_probe_and_service_ports_must_exist(gpu_objects):
+    objects = copy.deepcopy(gpu_objects)
+    dep = _find(objects, "Deployment", "posenet")
+    _container(dep, "posenet")["readinessProbe"]["grpc"]["port"] = 50099
+    _container(dep, "tfserving")["livenessProbe"]["httpGet"]["port"] = "rest"
+    errors = kc.check_ports_and_probes(objects)
+    assert any("50099" in e for e in errors) and any("'rest'" in e for e in errors)
+    _find(objects, "Service", "idnet")["spec"]["ports"][0]["targetPort"] = "grcp"
+    assert any("grcp" in e for e in kc.check_services(objects))
+    _find(objects, "Service", "tracker")["spec"]["selector"] = {"app.kubernetes.io/name": "trackr"}
+    assert any("matches no workload" in e for e in kc.check_services(objects))
+
+
+def test_module_wiring_mismatches_are_caught(gpu_objects):
+    objects = copy.deepcopy(gpu_objects)
+    module = _container(_find(objects, "Deployment", "behavenet"), "behavenet")
+    module["args"] = [a.replace("--features-model=behavenet-features", "--features-model=behavenet-feats")
+                      for a in module["args"]]
+    tfs = _container(_find(objects, "Deployment", "segnet"), "tfserving")
+    tfs["readinessProbe"]["httpGet"]["path"] = "/v1/models/segnett"
+    tfs["args"] = [a for a in tfs["args"] if not a.startswith("--monitoring_config_file")]
+    seg = _container(_find(objects, "Deployment", "segnet"), "segnet")
+    seg["args"] = [a.replace("localhost:8500", "localhost:9500") for a in seg["args"]]
+    errors = "\n".join(kc.check_module_wiring(objects))
+    assert "behavenet-feats" in errors and "segnett" in errors
+    assert "--monitoring_config_file" in errors and "localhost:9500" in errors
+
+
+def test_endpoints_must_name_headless_services_and_their_ports(gpu_objects):
+    objects = copy.deepcopy(gpu_objects)
+    cm = _find(objects, "ConfigMap", "sipec-endpoints")
+    cm["data"]["endpoints.yaml"] = cm["data"]["endpoints.yaml"].replace(":50053", ":50059")
+    _find(objects, "Service", "segnet")["spec"]["clusterIP"] = "10.0.0.7"
+    errors = "\n".join(kc.check_endpoints(objects))
+    assert "no port 50059" in errors and "headless" in errors
+
+
+def test_images_need_a_pinned_tag_and_a_dockerfile(gpu_objects):
+    objects = copy.deepcopy(gpu_objects)
+    _container(_find(objects, "Deployment", "idnet"), "idnet")["image"] = "sipec/idnet:latest"
+    _container(_find(objects, "Deployment", "posenet"), "posenet")["image"] = "sipec/posenet2:0.1.0"
+    _container(_find(objects, "Deployment", "segnet"), "tfserving")["image"] = "tensorflow/serving:latest-gpu"
+    errors = "\n".join(kc.check_images(objects))
+    assert "sipec/idnet:latest" in errors and "services/posenet2/Dockerfile" in errors
+    assert "tensorflow/serving:latest-gpu" in errors
+
+
+def test_security_settings_are_required(gpu_objects):
+    objects = copy.deepcopy(gpu_objects)
+    dep = _find(objects, "Deployment", "orchestrator")
+    dep["spec"]["template"]["spec"]["securityContext"].pop("runAsNonRoot")
+    _container(dep, "orchestrator")["securityContext"]["readOnlyRootFilesystem"] = False
+    del _container(_find(objects, "Deployment", "tracker"), "tfserving")["resources"]["limits"]
+    errors = "\n".join(kc.check_security(objects))
+    assert "runAsNonRoot" in errors and "readOnlyRootFilesystem" in errors and "memory limit" in errors
+
+
+def test_gpu_only_where_meant(gpu_objects, cpu_objects):
+    assert kc.check_gpu(gpu_objects, "cpu")          # the gpu rendering is wrong for a cpu overlay
+    assert kc.check_gpu(cpu_objects, "gpu")          # and the cpu one lacks the GPUs a gpu overlay needs
+    objects = copy.deepcopy(gpu_objects)
+    _container(_find(objects, "Deployment", "tracker"), "tracker")["resources"]["limits"]["nvidia.com/gpu"] = "1"
+    assert any("tracker" in e for e in kc.check_gpu(objects, "gpu"))
+
+
+def test_autoscaling_needs_a_served_metric_and_a_target(gpu_objects):
+    objects = copy.deepcopy(gpu_objects)
+    hpa = _find(objects, "HorizontalPodAutoscaler", "segnet")
+    hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] = "requests_per_second"
+    _find(objects, "HorizontalPodAutoscaler", "idnet")["spec"]["scaleTargetRef"]["name"] = "idnett"
+    _find(objects, "Deployment", "posenet")["spec"]["replicas"] = 3
+    errors = "\n".join(kc.check_autoscaling(objects, kc.adapter_metric_names()))
+    assert "requests_per_second" in errors and "idnett" in errors and "must not set replicas" in errors
+
+
+def test_batch_job_shards_must_match_completions():
+    objects = [d for d in yaml.safe_load_all(kc.render(ROOT / "k8s" / "batch")) if d] if shutil.which("kubectl") \
+        else pytest.skip("kubectl not installed")
+    assert kc.check_jobs(objects) == []
+    _find(objects, "Job", "sipec-analyze")["spec"]["completions"] = 9
+    assert any("SHARDS" in e for e in kc.check_jobs(objects))
+
+
+def test_dockerfile_checks_catch_common_mistakes(tmp_path):
+    (tmp_path / "services" / "demo").mkdir(parents=True)
+    (tmp_path / "pyproject.toml").write_text("")
+    bad = tmp_path / "services" / "demo" / "Dockerfile"
+    bad.write_text(
+        "FROM python:3.11-slim AS builder\n"
+        "COPY pyproject.toml missing.txt ./\n"
+        "RUN pip install -r requirements.txt && \\\n"
+        "    echo done\n"
+        "FROM python:3.11-slim\n"
+        "COPY --from=build /opt/venv /opt/venv\n"
+        "EXPOSE 50051\n"
+        "CMD sipec serve demo\n")
+    errors = "\n".join(kc.check_dockerfile(bad, {50051, 9090}, "demo", root=tmp_path))
+    for expected in ("ARG BASE", "FROM ${BASE}", "missing.txt", "--no-cache-dir", "--from=build", "USER 10001",
+                     "gen_protos", "9090", "ENTRYPOINT", "JSON array"):
+        assert expected in errors, expected
+
+
+def test_dockerfile_parser_joins_continuations_and_drops_comments():
+    ins = kc.parse_dockerfile("# c\nARG BASE=x\nRUN a \\\n  # inside\n  b\nCMD [\"x\"]\n")
+    assert [(i.keyword, i.value) for i in ins] == [("ARG", "BASE=x"), ("RUN", "a    b"), ("CMD", '["x"]')]
+    with pytest.raises(ValueError):
+        kc.parse_dockerfile("RUN a \\\n")
+
+
+# ---------------------------------------------------------------------------- the batch shard script
+def _run_shards(tmp_path: Path, videos: str, shards: int, fail: str = "") -> tuple[list[list[str]], list[int]]:
+    """Run k8s/batch/analyze-shard.sh for every index with a fake `sipec` that records its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    log = tmp_path / "calls.txt"
+    fake = bin_dir / "sipec"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\ncase "$*" in *"{fail or "@never@"}"*) exit 1 ;; esac\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    (tmp_path / "videos.txt").write_text(videos)
+    codes = []
+    for index in range(shards):
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "JOB_COMPLETION_INDEX": str(index),
+               "SHARDS": str(shards), "RUN_NAME": "run-7", "VIDEOS_FILE": str(tmp_path / "videos.txt"),
+               "VIDEOS_ROOT": "/v", "RESULTS_ROOT": "/r", "SIPEC_CONFIG_DIR": "/cfg"}
+        proc = subprocess.run(["sh", str(ROOT / "k8s" / "batch" / "analyze-shard.sh")], env=env,
+                              capture_output=True, text=True, timeout=30, check=False)
+        codes.append(proc.returncode)
+    calls = [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+    return calls, codes
+
+
+def test_shard_script_gives_every_video_to_exactly_one_shard(tmp_path):
+    videos = "# header\nlab-a/cage-1/a.mp4\n\nlab-a/cage-2/b.mp4\nc.mp4\n# skipped.mp4\nlab-b/d.mp4\nlab-b/e.mp4"
+    calls, codes = _run_shards(tmp_path, videos, shards=3)
+    assert codes == [0, 0, 0]
+    analysed = sorted(c[2] for c in calls)
+    assert analysed == sorted(f"/v/{v}" for v in ("lab-a/cage-1/a.mp4", "lab-a/cage-2/b.mp4", "c.mp4",
+                                                  "lab-b/d.mp4", "lab-b/e.mp4"))
+    by_video = {c[2]: c for c in calls}
+    call = by_video["/v/lab-a/cage-1/a.mp4"]
+    assert call[:2] == ["--log-format=json", "analyze"]
+    assert call[call.index("--out") + 1] == "/r/run-7/lab-a/cage-1"
+    assert call[call.index("--services") + 1] == "/cfg/endpoints.yaml" and "--resume" in call
+    assert by_video["/v/c.mp4"][by_video["/v/c.mp4"].index("--out") + 1] == "/r/run-7"
+
+
+def test_shard_script_fails_its_index_when_a_video_fails_but_finishes_the_others(tmp_path):
+    calls, codes = _run_shards(tmp_path, "a.mp4\nb.mp4\nc.mp4\nd.mp4\n", shards=2, fail="/v/a.mp4")
+    assert codes == [1, 0]                   # index 0 (a, c) failed on a, still ran c
+    assert sorted(c[2] for c in calls) == ["/v/a.mp4", "/v/b.mp4", "/v/c.mp4", "/v/d.mp4"]
+
+
+def test_tfserving_config_files_are_parsed_as_tf_servings_own_messages(gpu_objects):
+    objects = copy.deepcopy(gpu_objects)
+    assert kc.check_tfserving_configs(objects) == []
+    dep = _find(objects, "Deployment", "segnet")
+    cm = _find(objects, "ConfigMap", kc.volume_config_maps(dep["spec"]["template"]["spec"], "tfserving-config")[0])
+    cm["data"]["batching.config"] = cm["data"]["batching.config"].replace("num_batch_threads", "num_batch_thread")
+    cm["data"]["monitoring.config"] = cm["data"]["monitoring.config"].replace("/monitoring/", "/metrics/")
+    cm["data"]["models.config"] = cm["data"]["models.config"].replace("model_platform", "platform")
+    errors = "\n".join(kc.check_tfserving_configs(objects))
+    assert 'no field named "num_batch_thread"' in errors and "Prometheus must be enabled" in errors
+    assert 'no field named "platform"' in errors
