@@ -16,7 +16,8 @@ from pathlib import Path
 
 from bench.common import machine
 
-BENCHMARKS = ("bench.bench_synth", "bench.bench_serving", "bench.bench_tracker")
+BENCHMARKS = ("bench.bench_synth", "bench.bench_serving", "bench.bench_tracker", "bench.bench_idnet",
+              "bench.bench_posenet")
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 

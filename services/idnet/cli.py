@@ -1,0 +1,321 @@
+"""`sipec train idnet`, `sipec evaluate idnet`, `sipec serve idnet`.
+
+Heavy imports (TensorFlow) happen inside the command functions, so `sipec --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from services.idnet import DEFAULT_MODEL, DEFAULT_PORT, FRAME_SUFFIX
+
+log = logging.getLogger("sipec.idnet")
+
+DATA_HELP = ("labelled sources: `sipec synth` folders, identity CSVs (video, frame, track_id, identity, "
+             "identity_name, x1, y1, x2, y2; videos relative to the CSV) or folders holding identities.csv, "
+             "and SLEAP folders (clip.slp + clip.mp4; identities from the SLEAP tracks)")
+
+
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", nargs="+", required=True, metavar="PATH", help=DATA_HELP)
+    g.add_argument("--max-frames", type=int, default=None, help="use at most this many frames of each source")
+    g.add_argument("--no-masks", action="store_true",
+                   help="ignore masks (synth ground truth, SLEAP DERIVED threshold masks): whole crops")
+
+
+def _add_network_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("network and crops")
+    g.add_argument("--backbone", choices=("densenet121", "densenet-small"), default="densenet-small",
+                   help="densenet121: keras.applications.DenseNet121 (GPU); densenet-small: DenseNet-BC with "
+                        "blocks (2,3,4), growth 16 (CPU). Default densenet-small")
+    g.add_argument("--t", type=int, default=3, help="temporal context: 2T+1 crops; 0 = frame network only (default 3)")
+    g.add_argument("--input-size", type=int, default=64, help="network input side S in pixels (default 64)")
+    g.add_argument("--crop-px", type=int, default=96, help="crop side in source pixels around the animal (default 96)")
+    g.add_argument("--dilation-px", type=int, default=2, help="mask dilation of the centre crop, S-pixels (default 2)")
+    g.add_argument("--dilation-step-px", type=int, default=2,
+                   help="extra dilation per frame away from the centre, S-pixels (default 2)")
+    g.add_argument("--gru-units", type=int, default=64, help="units of each GRU direction (default 64)")
+    g.add_argument("--recurrent-epochs", type=int, default=10, help="epochs of the recurrent network (default 10)")
+    g.add_argument("--recurrent-batch-size", type=int, default=6, help="recurrent batch size (default 6, paper)")
+    g.add_argument("--lr", type=float, default=2.5e-4, help="frame network learning rate (default 2.5e-4, paper)")
+    g.add_argument("--recurrent-lr", type=float, default=5e-5, help="recurrent learning rate (default 5e-5, paper)")
+    g.add_argument("--train-fraction", type=float, default=1.0,
+                   help="train on the first fraction of each video's frames; the rest is held out and scored "
+                        "in the training summary (default 1.0: all)")
+
+
+def register_train(sub: argparse._SubParsersAction) -> None:
+    from sipec.training import add_training_arguments
+
+    p = sub.add_parser("idnet", help="IdNet: DenseNet per crop, then 3 bidirectional GRUs over 2T+1 crops",
+                       description="Train IdNet in SIPEC's two stages (frame network, then the recurrent network on "
+                                   "frozen features) and export NAME-frame (T=0) and, for T>0, NAME (recurrent).")
+    _add_data_arguments(p)
+    add_training_arguments(p, default_model=DEFAULT_MODEL, epochs=10, batch_size=16)
+    _add_network_arguments(p)
+    p.set_defaults(func=run_train)
+
+
+def register_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("idnet", help="IdNet: accuracy, per-identity accuracy, confusion, shuffled-label chance",
+                       description="Score exported IdNet models (NAME-frame and NAME) on labelled data, or with "
+                                   "--leave-one-video-out retrain on all sources but one and score the one left out.")
+    _add_data_arguments(p)
+    p.add_argument("--model-repo", help="model repository holding NAME and NAME-frame")
+    p.add_argument("--model-name", default=DEFAULT_MODEL, help=f"recurrent model name (default {DEFAULT_MODEL})")
+    p.add_argument("--test-fraction", type=float, default=1.0,
+                   help="score only the last fraction of each video's frames (default 1.0: all)")
+    p.add_argument("--leave-one-video-out", action="store_true",
+                   help="retrain (with the network flags) leaving each source out in turn; needs 2+ sources")
+    p.add_argument("--epochs", type=int, default=10, help="frame epochs for --leave-one-video-out")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
+    _add_network_arguments(p)
+    p.set_defaults(func=run_evaluate)
+
+
+def register_serve(sub: argparse._SubParsersAction) -> None:
+    from sipec.serving.cli import add_server_arguments
+    from sipec.serving.module import add_backend_arguments
+
+    p = sub.add_parser("idnet", help="IdNet gRPC service (Identify, IdentifyStream, GetModelInfo)")
+    add_server_arguments(p, default_port=DEFAULT_PORT)
+    add_backend_arguments(p, default_model=DEFAULT_MODEL)
+    p.add_argument("--max-batch", type=int, default=64, help="most sequences per backend call (default 64)")
+    p.add_argument("--max-tracks", type=int, default=256, help="most open tracks per stream (default 256)")
+    p.set_defaults(func=run_serve)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _settings(args: argparse.Namespace) -> Any:
+    from services.idnet.masking import MaskSettings
+    from sipec.cli import CliError
+
+    s = MaskSettings(args.input_size, args.crop_px, args.dilation_px, args.dilation_step_px)
+    try:
+        s.validate()
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    return s
+
+
+def _load(args: argparse.Namespace, settings: Any) -> Any:
+    from services.idnet.data import concat, load_source
+    from sipec.cli import CliError
+
+    sets = []
+    for path in args.data:
+        if not Path(path).exists():
+            raise CliError(f"--data: not found: {path}")
+        try:
+            sets.append(load_source(Path(path), settings, args.max_frames, masks=not args.no_masks))
+        except (ValueError, FileNotFoundError, KeyError) as exc:
+            raise CliError(f"--data {path}: {exc}") from exc
+    try:
+        return concat(sets)
+    except ValueError as exc:
+        raise CliError(f"--data: {exc}") from exc
+
+
+def _params(args: argparse.Namespace) -> Any:
+    from services.idnet.train import TrainParams
+
+    return TrainParams(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       recurrent_epochs=args.recurrent_epochs, recurrent_batch_size=args.recurrent_batch_size,
+                       recurrent_lr=args.recurrent_lr)
+
+
+def _config(args: argparse.Namespace, n: int) -> Any:
+    from services.idnet.model import NetworkConfig
+    from sipec.cli import CliError
+
+    cfg = NetworkConfig(args.backbone, args.input_size, args.t, n, args.gru_units)
+    try:
+        cfg.validate()
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    return cfg
+
+
+def _check_fraction(name: str, value: float) -> None:
+    from sipec.cli import CliError
+
+    if not 0.0 < value <= 1.0:
+        raise CliError(f"{name} must be in (0, 1], not {value}")
+
+
+# ------------------------------------------------------------------------------------------------ commands
+def run_train(args: argparse.Namespace) -> int:
+    from services.idnet.data import time_split
+    from services.idnet.evaluate import format_scores, identity_scores
+    from services.idnet.export import export_idnet
+    from services.idnet.train import fit_idnet, predict_frame, predict_recurrent
+    from sipec.serving.repository import check_model_name
+    from sipec.training import ensure_keras_home, resolve_weights, seed_everything, training_summary
+
+    ensure_keras_home()
+    started = time.time()
+    check_model_name(args.model_name)
+    _check_fraction("--train-fraction", args.train_fraction)
+    weights = resolve_weights(args.weights)
+    settings = _settings(args)
+    data = _load(args, settings)
+    cfg = _config(args, len(data.identity_names))
+    if weights == "imagenet" and cfg.backbone != "densenet121":
+        from sipec.cli import CliError
+
+        raise CliError("--weights imagenet needs --backbone densenet121")
+    seed_everything(args.seed)
+    held = None
+    if args.train_fraction < 1.0:
+        tr, te = time_split(data, args.train_fraction)
+        data, held = data.subset(tr), data.subset(te)
+    print(f"idnet: {len(data)} training crops of {len(data.identity_names)} identities "
+          f"({', '.join(data.identity_names)}) from {len(data.videos)} source(s); T={cfg.t}", flush=True)
+    trained = fit_idnet(data, cfg, settings, _params(args), weights=weights)
+    summary_data: dict[str, Any] = {"source": data.source, "videos": data.videos, "train_crops": len(data)}
+    if held is not None and len(held):
+        summary_data["held_out_crops"] = len(held)
+        scores = {"frame": identity_scores(held.identity, predict_frame(trained, held), data.identity_names)}
+        if cfg.t:
+            scores["recurrent"] = identity_scores(held.identity, predict_recurrent(trained, held), data.identity_names)
+        summary_data["held_out"] = {k: {m: v[m] for m in ("accuracy", "per_identity_accuracy",
+                                                          "chance_shuffled_labels", "n")} for k, v in scores.items()}
+        for k, v in scores.items():
+            print(format_scores(f"idnet held-out (last {1 - args.train_fraction:.0%}) {k}", v), flush=True)
+    summary = training_summary(args, trained.history, summary_data, started)
+    fm = export_idnet(trained.frame, args.out, args.model_name + FRAME_SUFFIX, trained.frame_config(),
+                      data.identity_names, settings, summary, version=args.version)
+    print(f"idnet: exported frame model {fm.name} version {fm.version} to {fm.path}")
+    if cfg.t:
+        rm = export_idnet(trained.recurrent, args.out, args.model_name, cfg, data.identity_names, settings, summary,
+                          version=args.version)
+        print(f"idnet: exported recurrent model {rm.name} version {rm.version} to {rm.path}")
+    return 0
+
+
+def _score_models(args: argparse.Namespace, data: Any) -> dict[str, Any]:
+    """Scores of the exported NAME-frame and NAME models on `data`, through LocalBackend."""
+    import numpy as np
+
+    from services.idnet.evaluate import identity_scores
+    from services.idnet.masking import MaskSettings
+    from sipec.cli import CliError
+    from sipec.serving.backends import LocalBackend
+    from sipec.serving.repository import ModelRepository
+
+    repo = ModelRepository(args.model_repo)
+    out: dict[str, Any] = {}
+    for role, name in (("frame", args.model_name + FRAME_SUFFIX), ("recurrent", args.model_name)):
+        if not repo.versions(name):
+            continue
+        backend = LocalBackend(repo, name)
+        try:
+            info = backend.metadata().info
+            names = list(info["class_names"])
+            if names != list(data.identity_names):
+                raise CliError(f"model {name} identities {names} differ from the data's {data.identity_names}")
+            settings = MaskSettings.from_json(info["masking"])
+            if settings.input_size != data.crops.shape[1]:
+                raise CliError(f"model {name} takes {settings.input_size}px crops; pass --input-size "
+                               f"{settings.input_size} --crop-px {settings.crop_px}")
+            idx = data.sequence_indices(int(info["t"]))
+            probs = []
+            for start in range(0, len(data), 64):
+                batch = np.stack([data.sequence(row, settings) for row in idx[start:start + 64]])
+                probs.append(backend.predict({"crops": batch}).outputs["probabilities"])
+            out[role] = identity_scores(data.identity, np.concatenate(probs), names)
+        finally:
+            backend.close()
+    if not out:
+        raise CliError(f"--model-repo {args.model_repo}: no model {args.model_name} or {args.model_name}{FRAME_SUFFIX}")
+    return out
+
+
+def _leave_one_video_out(args: argparse.Namespace, data: Any, settings: Any) -> dict[str, Any]:
+    import numpy as np
+
+    from services.idnet.evaluate import identity_scores
+    from services.idnet.train import fit_idnet, predict_frame, predict_recurrent
+    from sipec.cli import CliError
+    from sipec.training import seed_everything
+
+    if len(data.videos) < 2:
+        raise CliError("--leave-one-video-out needs 2 or more --data sources (videos)")
+    cfg = _config(args, len(data.identity_names))
+    folds = {}
+    for v, video in enumerate(data.videos):
+        seed_everything(args.seed)
+        train, test = data.subset(np.flatnonzero(data.video != v)), data.subset(np.flatnonzero(data.video == v))
+        trained = fit_idnet(train, cfg, settings, _params(args))
+        fold = {"frame": identity_scores(test.identity, predict_frame(trained, test), data.identity_names)}
+        if cfg.t:
+            fold["recurrent"] = identity_scores(test.identity, predict_recurrent(trained, test), data.identity_names)
+        folds[video] = fold
+    return {"leave_one_video_out": folds,
+            "mean_accuracy": {role: float(np.mean([f[role]["accuracy"] for f in folds.values()]))
+                              for role in next(iter(folds.values()))}}
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from services.idnet.data import time_split
+    from services.idnet.evaluate import format_scores
+    from sipec.cli import CliError
+    from sipec.training import ensure_keras_home
+
+    ensure_keras_home()
+    _check_fraction("--test-fraction", args.test_fraction)
+    settings = _settings(args)
+    if args.leave_one_video_out:
+        result = _leave_one_video_out(args, _load(args, settings), settings)
+        for video, fold in result["leave_one_video_out"].items():
+            for role, s in fold.items():
+                print(format_scores(f"idnet left out {video} {role}", s))
+        print(f"idnet leave-one-video-out mean accuracy: {result['mean_accuracy']}")
+    else:
+        if not args.model_repo:
+            raise CliError("--model-repo is needed (or use --leave-one-video-out)")
+        if not Path(args.model_repo).is_dir():
+            raise CliError(f"--model-repo: directory not found: {args.model_repo}")
+        from services.idnet.masking import MaskSettings
+        from sipec.serving.backends import LocalBackend
+        from sipec.serving.repository import ModelRepository
+
+        repo = ModelRepository(args.model_repo)
+        name = args.model_name if repo.versions(args.model_name) else args.model_name + FRAME_SUFFIX
+        if not repo.versions(name):
+            raise CliError(f"--model-repo {args.model_repo}: no model {args.model_name} or "
+                           f"{args.model_name}{FRAME_SUFFIX}")
+        b = LocalBackend(repo, name)
+        try:
+            settings = MaskSettings.from_json(b.metadata().info["masking"])   # crops as the model was trained
+        finally:
+            b.close()
+        data = _load(args, settings)
+        if args.test_fraction < 1.0:
+            _, te = time_split(data, 1.0 - args.test_fraction)
+            data = data.subset(te)
+        result = _score_models(args, data)
+        for role, s in result.items():
+            print(format_scores(f"idnet {role}", s))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from services.idnet.service import IdNetServicer
+    from sipec.serving.module import run_module_server
+    from sipec.v1 import idnet_pb2_grpc
+
+    def make(backend: Any, runtime: Any) -> Any:
+        return IdNetServicer(backend, runtime, max_batch=args.max_batch, max_tracks=args.max_tracks)
+
+    return run_module_server(args, "idnet", "sipec.v1.IdNet", make, idnet_pb2_grpc.add_IdNetServicer_to_server)

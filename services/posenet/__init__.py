@@ -1,0 +1,1 @@
+"""PoseNet: top-down pose estimation (Simple Baselines encoder-decoder, Gaussian heatmaps) on animal crops."""

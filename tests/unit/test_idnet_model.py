@@ -1,0 +1,94 @@
+"""IdNet networks: shapes of the frame and recurrent networks, masking order, export + LocalBackend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.idnet.masking import MaskSettings, prepare_sequence
+from services.idnet.model import NetworkConfig, build_frame_network, build_recurrent_head, build_recurrent_network
+
+
+@pytest.fixture(scope="module")
+def nets():
+    cfg = NetworkConfig(backbone="densenet-small", input_size=32, t=2, num_identities=3, gru_units=8)
+    frame, features = build_frame_network(cfg)
+    head = build_recurrent_head(cfg, int(features.output.shape[-1]))
+    recurrent = build_recurrent_network(cfg, features, head)
+    return cfg, frame, features, head, recurrent
+
+
+def test_frame_network_shapes(nets) -> None:
+    cfg, frame, features, _, _ = nets
+    x = np.random.default_rng(0).integers(0, 255, (4, 1, 32, 32, 3), dtype=np.uint8)
+    p = np.asarray(frame(x, training=False))
+    assert p.shape == (4, 3)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+    names = [layer.name for layer in frame.layers]
+    assert "dropout" in names and frame.get_layer("dropout").rate == 0.5
+    assert any("block" in layer.name for layer in features.layers[-1].layers)  # dense blocks
+
+
+def test_recurrent_network_shapes(nets) -> None:
+    cfg, _, features, head, recurrent = nets
+    x = np.random.default_rng(1).integers(0, 255, (2, cfg.sequence_length, 32, 32, 3), dtype=np.uint8)
+    p = np.asarray(recurrent(x, training=False))
+    assert p.shape == (2, 3)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+    grus = [layer for layer in head.layers if layer.name.startswith("bigru")]
+    assert len(grus) == 3
+    assert head.get_layer("dropout").rate == 0.2
+    assert head.get_layer("leaky1").negative_slope == pytest.approx(0.3)
+    assert not features.trainable
+
+
+def test_densenet121_config_builds() -> None:
+    cfg = NetworkConfig(backbone="densenet121", input_size=32, t=0, num_identities=2)
+    frame, features = build_frame_network(cfg)
+    assert int(features.output.shape[-1]) == 1024  # DenseNet-121's feature width
+    assert frame.output.shape[-1] == 2
+
+
+def test_masks_dilate_more_further_in_time() -> None:
+    settings = MaskSettings(input_size=32, crop_px=32, base_px=1, step_px=2)
+    crops = [np.full((32, 32, 3), 200, np.uint8) for _ in range(5)]
+    mask = np.zeros((32, 32), bool)
+    mask[14:18, 14:18] = True
+    seq = prepare_sequence(crops, [mask] * 5, settings)
+    kept = [(seq[i, :, :, 0] > 0).sum() for i in range(5)]
+    assert kept[2] < kept[1] < kept[0]
+    assert kept[2] < kept[3] < kept[4]
+    assert kept[1] == kept[3] and kept[0] == kept[4]
+    unmasked = prepare_sequence(crops, None, settings)
+    assert (unmasked > 0).all()
+    with pytest.raises(ValueError, match="odd number"):
+        prepare_sequence(crops[:4], None, settings)
+
+
+def test_export_and_local_backend(nets, tmp_path) -> None:
+    from services.idnet.export import export_idnet
+    from sipec.serving.backends import LocalBackend
+
+    cfg, frame, _, _, recurrent = nets
+    settings = MaskSettings(input_size=32, crop_px=48)
+    names = ["a", "b", "c"]
+    export_idnet(recurrent, tmp_path, "idnet", cfg, names, settings)
+    frame_cfg = NetworkConfig(backbone=cfg.backbone, input_size=32, t=0, num_identities=3)
+    export_idnet(frame, tmp_path, "idnet-frame", frame_cfg, names, settings)
+    x = np.random.default_rng(2).integers(0, 255, (3, cfg.sequence_length, 32, 32, 3), dtype=np.uint8)
+    expected = np.asarray(recurrent(x, training=False))
+    backend = LocalBackend(tmp_path, "idnet", start=False)
+    try:
+        backend.manager.start()
+        meta = backend.metadata()
+        assert meta.info["class_names"] == names and meta.info["t"] == 2
+        out = backend.predict({"crops": x}).outputs["probabilities"]
+        np.testing.assert_allclose(out, expected, atol=1e-4)
+    finally:
+        backend.close()
+    fb = LocalBackend(tmp_path, "idnet-frame")
+    try:
+        assert fb.metadata().info["input"]["sequence_length"] == 1
+        assert fb.predict({"crops": x[:, :1]}).outputs["probabilities"].shape == (3, 3)
+    finally:
+        fb.close()
