@@ -1,0 +1,65 @@
+"""From the exported graph's fixed-size detections to per-frame instances in frame pixels.
+
+The model sees the frame letterboxed (scaled by `scale`, padded bottom/right); its boxes are divided by
+`scale`, each M x M mask is resized bilinearly onto its box in the frame and thresholded at 0.5.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import cv2
+import numpy as np
+
+from sipec import geometry
+from sipec.api.convert import InstanceData
+
+
+def paste_mask(mask: np.ndarray, box: Sequence[float], height: int, width: int) -> np.ndarray:
+    """HxW bool mask: the M x M probabilities `mask` resized onto `box` (x1, y1, x2, y2), threshold 0.5."""
+    out = np.zeros((height, width), bool)
+    x1, y1, x2, y2 = (float(v) for v in box)
+    bw, bh = x2 - x1, y2 - y1
+    if bw <= 0 or bh <= 0:
+        return out
+    ix1, iy1 = max(int(np.floor(x1)), 0), max(int(np.floor(y1)), 0)
+    ix2, iy2 = min(int(np.ceil(x2)), width), min(int(np.ceil(y2)), height)
+    if ix2 <= ix1 or iy2 <= iy1:
+        return out
+    m = mask.shape[0]
+    # sample the mask at the centres of the frame pixels inside the box (bilinear, via an affine warp)
+    sx, sy = m / bw, m / bh
+    affine = np.array([[sx, 0, (ix1 + 0.5 - x1) * sx - 0.5], [0, sy, (iy1 + 0.5 - y1) * sy - 0.5]], np.float32)
+    patch = cv2.warpAffine(mask.astype(np.float32), affine, (ix2 - ix1, iy2 - iy1),
+                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    out[iy1:iy2, ix1:ix2] = patch >= 0.5
+    return out
+
+
+def to_instances(outputs: Mapping[str, np.ndarray], scale: float, height: int, width: int,
+                 class_names: Sequence[str], min_score: float = 0.0, max_instances: int = 0,
+                 omit_masks: bool = False) -> list[InstanceData]:
+    """Instances of ONE image's detections (boxes (D,4), scores (D,), classes (D,), masks (D,M,M),
+    num_detections ()), sorted by score; detections whose mask is empty are dropped; `omit_masks`
+    leaves mask and RLE unset (box and COM still come from the mask)."""
+    n = int(np.asarray(outputs["num_detections"]).reshape(()))
+    scores = np.asarray(outputs["scores"])[:n]
+    order = [i for i in np.argsort(-scores, kind="stable") if scores[i] >= min_score]
+    named = len(class_names) > 1
+    out: list[InstanceData] = []
+    for i in order:
+        if max_instances and len(out) >= max_instances:
+            break
+        box = np.asarray(outputs["boxes"][i], np.float64) / scale
+        box = np.clip(box, 0, [width, height, width, height])
+        cls = int(outputs["classes"][i])
+        name = class_names[cls] if named and 0 <= cls < len(class_names) else ""
+        mask = paste_mask(np.asarray(outputs["masks"][i]), box, height, width)
+        if not mask.any():
+            continue
+        out.append(InstanceData(box=geometry.mask_box(mask), score=float(scores[i]),
+                                mask=None if omit_masks else mask,
+                                rle=None if omit_masks else geometry.encode_rle(mask),
+                                com=geometry.center_of_mass(mask),
+                                class_name=name, index=len(out)))
+    return out
