@@ -72,14 +72,16 @@ def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineCo
             def emit(state: FrameState) -> None:
                 sink.add(state)
 
-            pipeline.run(reader, emit, progress=(lambda i: progress(i, info.frames)) if progress else None)
+            replay = _tracker_replay(sink.writer.table()) if start > 0 and "tracker" in modules else None
+            pipeline.run(reader, emit, progress=(lambda i: progress(i, info.frames)) if progress else None,
+                         replay=replay)
             decode_error = reader.error
             decode_fps = reader.decode_fps
         table = sink.writer.finish()
     else:
         decode_fps = 0.0
         table = sink.writer.table()
-    outcome.frames = int(table.column("frame").to_numpy().max() + 1) if table.num_rows else 0
+    outcome.frames = sink.writer.last_completed + 1   # every frame completed, with or without animals
     files = ["results.parquet", "results.csv"]
     if keypoints and config.outputs.get("pose", True):
         files += [p.name for p in write_pose_files(table, keypoints, folder, str(video.resolve()))]
@@ -104,6 +106,24 @@ def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineCo
     write_text_atomic(folder / "summary.json", json.dumps(summary, indent=2))
     outcome.files.append("summary.json")
     return outcome
+
+
+def _tracker_replay(table: Any) -> list[tuple[int, list[Any]]]:
+    """The frames already written, as tracker requests with their track ids (to resume tracking exactly)."""
+    from sipec.v1 import common_pb2
+
+    by_frame: dict[int, list[Any]] = {}
+    for r in table.select(["frame", "track_id", "score", "x1", "y1", "x2", "y2", "com_x", "com_y", "mask_height",
+                           "mask_width", "mask_rle"]).to_pylist():
+        inst = common_pb2.Instance(index=len(by_frame.get(r["frame"], [])), score=r["score"] or 0.0,
+                                   track_id=r["track_id"] or 0,
+                                   box=common_pb2.Box(x1=r["x1"], y1=r["y1"], x2=r["x2"], y2=r["y2"]),
+                                   com=common_pb2.Point(x=r["com_x"], y=r["com_y"]))
+        if r["mask_rle"]:
+            inst.mask.CopyFrom(common_pb2.Mask(height=r["mask_height"], width=r["mask_width"],
+                                               counts=r["mask_rle"].encode("ascii"), box=inst.box))
+        by_frame.setdefault(int(r["frame"]), []).append(inst)
+    return sorted(by_frame.items())
 
 
 def _counts(table: Any, column: str) -> dict[str, int]:

@@ -125,7 +125,10 @@ class VideoPipeline:
 
     # ------------------------------------------------------------------------------------------------
     def run(self, reader: FrameReader, emit: Callable[[FrameState], None],
-            progress: Callable[[int], None] | None = None) -> None:
+            progress: Callable[[int], None] | None = None,
+            replay: list[tuple[int, list[Any]]] | None = None) -> None:
+        """`replay`: (frame index, instances with their track ids) of frames already analysed, sent to the
+        tracker first on a resume, so that it continues with the same tracks as an uninterrupted run."""
         self._states: dict[int, FrameState] = {}
         self._lock = threading.Condition()
         self._emit = emit
@@ -146,6 +149,8 @@ class VideoPipeline:
                      if "behavenet" in m else None)
         inflight: dict[int, Frame] = {}
         feeder_error: list[BaseException] = []
+        if replay and self._track_a is not None:
+            self._replay(replay)
 
         def feed() -> None:
             try:
@@ -190,6 +195,18 @@ class VideoPipeline:
                 if s is not None:
                     s.cancel()
             raise
+
+    def _replay(self, replay: list[tuple[int, list[Any]]]) -> None:
+        for index, instances in replay:
+            req = tracker_pb2.TrackRequest(frame=common_pb2.FrameRef(index=index), instances=instances)
+            if self._track_a.sent == 0:
+                req.options.CopyFrom(tracker_pb2.TrackerOptions(**self.o.tracker))
+            self._track_a.send(req)
+            resp = self._track_a.recv(timeout_s=self.o.timeout_s)
+            if resp is None or (resp.HasField("error") and resp.error.code):
+                raise RuntimeError(f"tracker refused the replay of frame {index}: "
+                                   f"{resp.error.message if resp is not None else 'stream ended'}")
+            self._prev_tracks = {i.track_id for i in instances}
 
     # ------------------------------------------------------------------------------------------------
     def _process(self, frame: Frame, seg: Any) -> None:

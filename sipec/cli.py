@@ -15,6 +15,7 @@ import sys
 COMMANDS: tuple[str, ...] = (
     "sipec.synth.cli",
     "sipec.train_cli",
+    "orchestrator.cli",
     "sipec.serving.cli",
     "sipec.models_cli",
     "sipec.deploy",

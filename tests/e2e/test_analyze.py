@@ -1,0 +1,110 @@
+"""`sipec analyze` end to end: in-process and over real gRPC processes on localhost give the same results.
+
+A SegNet trained for a few steps only (the point is the pipeline, not accuracy: min_score 0 keeps its
+detections) feeds the tracker; outputs are checked for completeness, and the two transports for equality.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import ROOT
+
+
+def _sipec(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sipec", *args], cwd=ROOT, text=True, capture_output=True,
+                          check=check, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("e2e")
+    _sipec("synth", "--out", str(d / "synth"), "--animals", "2", "--frames", "24", "--size", "320x240", "--seed", "2",
+           "--quiet")
+    _sipec("train", "segnet", "--synth", str(d / "synth"), "--out", str(d / "models"), "--image-size", "128",
+           "--epochs", "6", "--limit", "24", "--batch-size", "2")
+    (d / "pipeline.yaml").write_text("modules: [segnet, tracker]\nsegnet: {min_score: 0.001, max_instances: 3}\n"
+                                     "chunk_frames: 10\n")
+    return d
+
+
+def test_in_process_and_grpc_services_give_the_same_results(setup):
+    d = setup
+    video = d / "synth" / "video.mp4"
+    r = _sipec("analyze", str(video), "--models", str(d / "models"), "--out", str(d / "inproc"),
+               "--config", str(d / "pipeline.yaml"), "--quiet")
+    assert "24 frames" in r.stdout
+    folder = d / "inproc" / "video"
+    table = pq.read_table(folder / "results.parquet")
+    assert set(table.column("frame").to_pylist()) <= set(range(24)) and table.num_rows > 0
+    assert {"track_id", "mask_rle", "x1", "com_x"} <= set(table.column_names)
+    assert all(t > 0 for t in table.column("track_id").to_pylist())
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["frames_analysed"] == 24 and summary["modules"] == ["segnet", "tracker"]
+    cap = cv2.VideoCapture(str(folder / "annotated.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 24
+    cap.release()
+    assert list(folder.glob("density_*.png"))
+
+    state = d / "state"
+    up = _sipec("up", "--models", str(d / "models"), "--modules", "segnet,tracker", "--state-dir", str(state))
+    try:
+        assert "segnet" in up.stdout and (state / "endpoints.yaml").is_file()
+        _sipec("analyze", str(video), "--services", "local", "--state-dir", str(state), "--out", str(d / "grpc"),
+               "--config", str(d / "pipeline.yaml"), "--quiet")
+    finally:
+        down = _sipec("down", "--state-dir", str(state))
+    assert "segnet" in down.stdout
+    other = pq.read_table(d / "grpc" / "video" / "results.parquet")
+    drop = ["video"]
+    assert other.drop(drop).equals(table.drop(drop))
+
+
+def test_resume_after_interruption_loses_and_duplicates_nothing(setup):
+    d = setup
+    video = d / "synth" / "video.mp4"
+    out = d / "resume"
+    full = d / "inproc" / "video" / "results.parquet"
+    assert full.is_file(), "runs after the in-process analysis"
+    # simulate an interruption after the first checkpoint: keep only the first part of a complete run
+    _sipec("analyze", str(video), "--models", str(d / "models"), "--out", str(out), "--config",
+           str(d / "pipeline.yaml"), "--quiet")
+    folder = out / "video"
+    progress = json.loads((folder / "progress.json").read_text())
+    first, *rest = progress["parts"]
+    for p in rest:
+        (folder / "parts" / p).unlink()
+    (folder / "results.parquet").unlink()
+    progress.update(parts=[first], finished=False, last_completed_frame=int(first.split("-")[2].split(".")[0]))
+    (folder / "progress.json").write_text(json.dumps(progress))
+    _sipec("analyze", str(video), "--models", str(d / "models"), "--out", str(out), "--config",
+           str(d / "pipeline.yaml"), "--quiet", "--resume")
+    resumed = pq.read_table(folder / "results.parquet")
+    assert resumed.equals(pq.read_table(full).select(resumed.column_names))
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["resumed_from_frame"] == progress["last_completed_frame"] + 1
+
+
+def test_bad_inputs_are_named_and_other_videos_still_run(setup, tmp_path):
+    d = setup
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video at all" * 10)
+    r = _sipec("analyze", str(bad), str(d / "synth" / "video.mp4"), "--models", str(d / "models"), "--out",
+               str(tmp_path / "out"), "--config", str(d / "pipeline.yaml"), "--quiet", check=False)
+    assert r.returncode == 1
+    assert "broken.mp4: cannot open as a video" in r.stderr
+    assert (tmp_path / "out" / "video" / "results.parquet").is_file()
+    (tmp_path / "bad.yaml").write_text("modules: [segnet, flownet]\n")
+    r = _sipec("analyze", str(d / "synth" / "video.mp4"), "--models", str(d / "models"), "--out",
+               str(tmp_path / "o2"), "--config", str(tmp_path / "bad.yaml"), check=False)
+    assert r.returncode == 2 and "unknown module(s) flownet" in r.stderr
+    (tmp_path / "p2.yaml").write_text("modules: [segnet, tracker, posenet]\n")
+    r = _sipec("analyze", str(d / "synth" / "video.mp4"), "--models", str(d / "models"), "--out",
+               str(tmp_path / "o3"), "--config", str(tmp_path / "p2.yaml"), check=False)
+    assert r.returncode == 2 and "posenet" in r.stderr and "posenet" in r.stderr.split("error:")[1]
