@@ -127,6 +127,7 @@ def run_serve(args: argparse.Namespace) -> int:
     runtime = ServiceRuntime("orchestrator", server_config_from_args(args))
     runtime.add_service(orchestrator_pb2_grpc.add_PipelineServicer_to_server, PipelineService(modules, config),
                         "sipec.v1.Pipeline")
+    runtime.install_signal_handlers()
     port = runtime.start()
     runtime.set_serving(True)
     print(f"orchestrator: serving on port {port} (modules {', '.join(modules.stubs)})", flush=True)

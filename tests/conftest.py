@@ -44,7 +44,8 @@ class ServerProcess:
                         self._ready.set()
             self._ready.set()
 
-        threading.Thread(target=pump, daemon=True).start()
+        self._pump = threading.Thread(target=pump, daemon=True)
+        self._pump.start()
         if not self._ready.wait(timeout_s) or self.match is None:
             self.kill()
             raise RuntimeError(f"server {' '.join(args)} did not start:\n" + "\n".join(self.output))
@@ -56,9 +57,10 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                return self.proc.wait(timeout_s)
+                self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._pump.join(5)  # the last lines the process wrote
         return self.proc.returncode
 
     def kill(self) -> None:

@@ -101,6 +101,7 @@ def run_model_server(args: argparse.Namespace) -> int:
 
     names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
     server = ModelServer(repo, config, names=names, poll_s=args.poll_s)
+    server.runtime.install_signal_handlers()  # before the ready line: a SIGTERM right after it drains
     port = server.start()
     print(f"model-server: serving {', '.join(server.manager.model_names()) or 'no models yet'} "
           f"from {repo} on port {port}" + (f", metrics on {server.runtime.metrics_port}"

@@ -137,6 +137,7 @@ def run_module_server(args: argparse.Namespace, name: str, service_name: str,
     runtime = ServiceRuntime(name, config)
     servicer = make_servicer(backend, runtime)
     runtime.add_service(add_to_server, servicer, service_name)
+    runtime.install_signal_handlers()  # before the ready line: a SIGTERM right after it drains
     port = runtime.start()
     servicer.watch_health()
     print(f"{name}: serving on port {port} (backend {backend.kind}, model {backend.model_name})"

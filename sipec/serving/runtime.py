@@ -89,6 +89,7 @@ class ServiceRuntime:
         self._services: list[str] = []
         self._serving: dict[str, bool] = {}
         self._stopped = threading.Event()
+        self._done = threading.Event()   # set when stop() has finished (drained, metrics closed, logged)
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.config.max_workers,
                                        thread_name_prefix=f"{name}-rpc"),
@@ -154,6 +155,7 @@ class ServiceRuntime:
         self._server.stop(grace).wait()
         self.metrics.stop_http()
         log.info("%s stopped", self.name, extra={"service": self.name})
+        self._done.set()
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT start a graceful stop (main thread only)."""
@@ -166,11 +168,13 @@ class ServiceRuntime:
         signal.signal(signal.SIGINT, handler)
 
     def wait(self) -> None:
+        """Until the server terminates, then until a stop in progress has finished (so its logs are out)."""
         self._server.wait_for_termination()
+        if self._stopped.is_set():
+            self._done.wait(timeout=self.config.grace_s + 5)
 
     def serve_forever(self) -> None:
         if self.port is None:
             self.start()
         self.install_signal_handlers()
         self.wait()
-        self._stopped.wait(timeout=self.config.grace_s + 5)

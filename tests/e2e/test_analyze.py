@@ -107,4 +107,5 @@ def test_bad_inputs_are_named_and_other_videos_still_run(setup, tmp_path):
     (tmp_path / "p2.yaml").write_text("modules: [segnet, tracker, posenet]\n")
     r = _sipec("analyze", str(d / "synth" / "video.mp4"), "--models", str(d / "models"), "--out",
                str(tmp_path / "o3"), "--config", str(tmp_path / "p2.yaml"), check=False)
-    assert r.returncode == 2 and "posenet" in r.stderr and "posenet" in r.stderr.split("error:")[1]
+    line = next(ln for ln in r.stderr.splitlines() if ln.startswith("sipec analyze: error:"))
+    assert r.returncode == 2 and "posenet" in line and "not loaded" in line
