@@ -2,7 +2,7 @@
 `sipec serve segnet` (unary Segment, and SegmentStream with batching).
 
 Run: `.venv/bin/python -m bench.bench_segnet [MODEL_REPO]`. With a repository (holding a `segnet` model) its
-model is timed; without, a freshly exported untrained CPU-configuration model (256 px input) is: the speed
+model is timed; without, a freshly exported untrained CPU-configuration model (320x256 input) is: the speed
 of the graph does not depend on its weights, only on the configuration and on how many detections pass NMS.
 """
 
@@ -36,11 +36,12 @@ def _frames(n: int) -> np.ndarray:
 def _export_untrained(repo: Path) -> None:
     import keras
 
-    from services.segnet.model import MaskRCNNConfig, build_model
+    from services.segnet.config import preset
+    from services.segnet.model import build_model
     from services.segnet.train import export_model
 
     keras.utils.set_random_seed(0)
-    export_model(build_model(MaskRCNNConfig(image_size=256)), repo, "segnet", ["animal"], {"note": "untrained"})
+    export_model(build_model(preset("mobilenetv2-0.35", 256, 320)), repo, "segnet", {"note": "untrained"})
 
 
 def _serve(repo: Path) -> tuple[subprocess.Popen, int]:
@@ -58,6 +59,7 @@ def _serve(repo: Path) -> tuple[subprocess.Popen, int]:
 def run(model_repo: str | None = None, n_frames: int = 16) -> str:
     import grpc
 
+    from services.segnet.data import letterbox
     from services.segnet.service import SegNetServicer
     from sipec.api.convert import image_to_proto
     from sipec.serving.backends import LocalBackend
@@ -76,6 +78,13 @@ def run(model_repo: str | None = None, n_frames: int = 16) -> str:
         servicer = SegNetServicer(backend, max_batch=8)
         reqs = [segnet_pb2.SegmentRequest(image=image_to_proto(f)) for f in frames]
         rows = []
+        size = (int(info["input"]["height"]), int(info["input"]["width"]))
+        boxed = np.stack([letterbox(f, *size)[0] for f in frames])
+        for batch in (1, 8):
+            tm = time_calls(lambda b=batch: [backend.predict({"image": boxed[i:i + b]})
+                                             for i in range(0, n_frames, b)], repeats=3, warmup=1)
+            rows.append([f"model only (exported graph, letterboxed input), batch {batch}",
+                         f"{n_frames / median(tm):.1f}"])
         t1 = time_calls(lambda: [servicer._answer_batch([r]) for r in reqs], repeats=3, warmup=1)
         rows.append(["in-process, 1 frame per backend call", f"{n_frames / median(t1):.1f}"])
         t8 = time_calls(lambda: [servicer._answer_batch(reqs[i:i + 8]) for i in range(0, n_frames, 8)],
@@ -101,7 +110,8 @@ def run(model_repo: str | None = None, n_frames: int = 16) -> str:
         "",
         f"`.venv/bin/python -m bench.bench_segnet {model_repo or ''}`".replace(" `", "`"),
         "",
-        f"Machine: {machine()}. Model: {info.get('architecture')} at {info['input']['height']} px input "
+        f"Machine: {machine()}. Model: {info.get('architecture')} at {info['input']['width']}x"
+        f"{info['input']['height']} input "
         f"({what}); {n_frames} `sipec synth` frames (4 animals), median of 3 rounds.",
         "",
         table(["path", "frames/s"], rows),

@@ -86,7 +86,8 @@ def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineCo
     if keypoints and config.outputs.get("pose", True):
         files += [p.name for p in write_pose_files(table, keypoints, folder, str(video.resolve()))]
     if config.outputs.get("annotated_video", True):
-        render_annotated_video(video, table, folder / "annotated.mp4", keypoints, behaviours, info.fps)
+        render_annotated_video(video, table, folder / "annotated.mp4", keypoints, behaviours, info.fps,
+                               frames=outcome.frames)
         files.append("annotated.mp4")
     files += _reports(table, folder, behaviours, info, config)
     outcome.seconds = time.time() - t0

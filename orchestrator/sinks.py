@@ -123,11 +123,12 @@ def draw_frame(image: np.ndarray, rows: list[dict[str, Any]], keypoint_names: li
 
 
 def render_annotated_video(video: Path, table: pa.Table, path: Path, keypoint_names: list[str],
-                           behaviour_names: list[str], fps: float) -> None:
+                           behaviour_names: list[str], fps: float, frames: int | None = None) -> None:
     """Decode the video again and draw its results table onto it, into an H.264 MP4 written atomically.
 
     Rendering from the table (not from frames held during analysis) keeps memory flat and makes a resumed
-    run's video identical to an uninterrupted one's.
+    run's video identical to an uninterrupted one's. `frames`: how many frames were analysed (all of them are
+    drawn, with or without animals); by default up to the last frame with a result.
     """
     from orchestrator.video import FrameReader
     from sipec.synth.video import Mp4Writer
@@ -135,8 +136,8 @@ def render_annotated_video(video: Path, table: pa.Table, path: Path, keypoint_na
     by_frame: dict[int, list[dict[str, Any]]] = {}
     for row in table.to_pylist():
         by_frame.setdefault(int(row["frame"]), []).append(row)
-    last = max(by_frame) if by_frame else -1
-    with FrameReader(video, stop=last + 1) as reader:
+    stop = frames if frames is not None else (max(by_frame) + 1 if by_frame else 0)
+    with FrameReader(video, stop=stop) as reader:
         w = reader.info.width - reader.info.width % 2
         h = reader.info.height - reader.info.height % 2
         writer = Mp4Writer(path, w, h, fps, crf=23)

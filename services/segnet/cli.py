@@ -1,4 +1,4 @@
-"""`sipec train segnet`, `sipec evaluate segnet`, `sipec serve segnet` (TensorFlow imported lazily)."""
+"""`sipec train segnet`, `sipec evaluate segnet`, `sipec serve segnet` (TensorFlow is imported lazily)."""
 
 from __future__ import annotations
 
@@ -8,219 +8,212 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+DEFAULT_IMAGE_SIZE = "320x256"
 
 
+# --- shared flags and data ------------------------------------------------------------------------------
 def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data (one or more sources)")
-    g.add_argument("--coco", type=Path, help="COCO instances JSON (with --images)")
-    g.add_argument("--via", type=Path, help="VIA project / annotations JSON (with --images), converted to COCO")
+    g.add_argument("--coco", type=Path, help="COCO instances JSON with masks (with --images)")
+    g.add_argument("--via", type=Path, help="VIA (VGG Image Annotator) project JSON (with --images), read as COCO")
     g.add_argument("--via-class-attribute", help="VIA region attribute holding the class (default: one class)")
-    g.add_argument("--images", type=Path, help="folder of the images named by the annotations' file_name")
+    g.add_argument("--images", type=Path,
+                   help="folder of the images named by the annotations' file_name (a video file_name with a "
+                        "frame_index reads that frame of the video)")
     g.add_argument("--synth", type=Path, action="append", default=[],
                    help="a `sipec synth` output folder (annotations.json + video.mp4); repeat for several")
-    g.add_argument("--flies", type=Path, help="the sleap-flies-clip folder (masks DERIVED by thresholding)")
-    g.add_argument("--flies-step", type=int, default=1, help="use every N-th frame of --flies (default 1)")
+    g.add_argument("--flies", type=Path,
+                   help="the sleap-flies-clip folder; its masks are DERIVED by thresholding, not ground truth")
+    g.add_argument("--frames", help="START:STOP: only these images of each source, in file order "
+                                    "(e.g. 0:1050, or 1050: for the rest)")
+    g.add_argument("--step", type=int, default=1,
+                   help="then every N-th of them (neighbouring video frames are nearly alike; default 1)")
     g.add_argument("--limit", type=int, default=None, help="at most this many images per source")
-    g.add_argument("--image-size", type=int, default=256,
-                   help="square model input, a multiple of 64; frames are letterboxed (default 256)")
-    g.add_argument("--max-instances", type=int, default=8, help="most instances per image used (default 8)")
+    g.add_argument("--image-size", default=None,
+                   help=f"network input WIDTHxHEIGHT (or one number, square), multiples of 32; frames are "
+                        f"letterboxed into it (train default {DEFAULT_IMAGE_SIZE}; evaluate: the model's)")
+    g.add_argument("--max-instances", type=int, default=16, help="most instances per training image (default 16)")
 
 
-def load_data(args: argparse.Namespace) -> Any:
-    """SegData of every source named on the command line; CliError on bad input."""
-    from services.segnet.data import SegData, load_coco, load_flies, load_synth
+def _image_size(text: str | None) -> tuple[int, int]:
+    from services.segnet.config import SIZE_MULTIPLE, parse_image_size
     from sipec.cli import CliError
 
-    if args.image_size % 64 or args.image_size < 64:
-        raise CliError(f"--image-size must be a positive multiple of 64, got {args.image_size}")
+    try:
+        h, w = parse_image_size(text or DEFAULT_IMAGE_SIZE)
+    except ValueError as exc:
+        raise CliError(f"--image-size: {exc}") from exc
+    if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE or min(h, w) < 64:
+        raise CliError(f"--image-size: width and height must be multiples of {SIZE_MULTIPLE} and at least 64, "
+                       f"got {w}x{h}")
+    return h, w
+
+
+def load_data(args: argparse.Namespace, input_size: tuple[int, int]) -> Any:
+    """SegData of every source named on the command line; CliError naming the file or flag on bad input."""
+    from services.segnet.data import SegData, load_coco, load_flies, load_synth, parse_frames
+    from sipec.cli import CliError
+
     parts = []
+    try:
+        frames = parse_frames(args.frames)
+    except ValueError as exc:
+        raise CliError(f"--frames: {exc}") from exc
     try:
         if (args.coco or args.via) and (not args.images or not args.images.is_dir()):
             raise CliError(f"--images: directory not found: {args.images} (needed with --coco / --via)")
         if args.coco:
             if not args.coco.is_file():
                 raise CliError(f"--coco: file not found: {args.coco}")
-            parts.append(load_coco(args.coco, args.image_size, images_dir=args.images,
-                                   max_instances=args.max_instances, limit=args.limit))
+            parts.append(load_coco(args.coco, args.images, input_size, args.max_instances, args.limit, frames,
+                                   args.step))
         if args.via:
             import tempfile
 
             from services.segnet.via import via_to_coco
             from sipec.data.coco import write_coco_instances
 
+            if not args.via.is_file():
+                raise CliError(f"--via: file not found: {args.via}")
             coco = via_to_coco(args.via, args.images, args.via_class_attribute)
             with tempfile.TemporaryDirectory() as tmp:
                 write_coco_instances(Path(tmp) / "via.json", coco)
-                parts.append(load_coco(Path(tmp) / "via.json", args.image_size, images_dir=args.images,
-                                       max_instances=args.max_instances, limit=args.limit))
+                parts.append(load_coco(Path(tmp) / "via.json", args.images, input_size, args.max_instances,
+                                       args.limit, frames, args.step))
         for folder in args.synth:
-            parts.append(load_synth(folder, args.image_size, args.max_instances, args.limit))
+            parts.append(load_synth(folder, input_size, args.max_instances, args.limit, frames, args.step))
         if args.flies:
-            parts.append(load_flies(args.flies, args.image_size, min(args.max_instances, 2), args.limit,
-                                    args.flies_step))
+            parts.append(load_flies(args.flies, input_size, args.step, frames, args.limit))
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     if not parts:
-        raise CliError("no data: give --coco/--via with --images, --synth DIR or --flies DIR")
+        raise CliError("no data: give --coco or --via with --images, --synth DIR or --flies DIR")
     names = {tuple(p.class_names) for p in parts}
     if len(names) > 1:
         raise CliError(f"the data sources have different classes: {sorted(names)}")
     data = SegData.concat(parts)
     if len(data) == 0:
-        raise CliError("the data sources hold no images")
+        raise CliError("the data sources hold no images (check --frames and --limit)")
     return data
 
 
-def _split(n: int, fraction: float, flag: str) -> int:
-    from sipec.cli import CliError
-
-    if not 0.0 < fraction <= 1.0:
-        raise CliError(f"{flag} must be in (0, 1], got {fraction}")
-    return max(1, int(round(n * fraction)))
-
-
-def _config(args: argparse.Namespace, num_classes: int) -> Any:
-    from services.segnet.model import BACKBONES, MaskRCNNConfig, paper_config
-    from sipec.cli import CliError
-
-    if args.backbone not in BACKBONES:
-        raise CliError(f"--backbone must be one of {', '.join(BACKBONES)}")
-    if args.backbone == "mobilenetv2":
-        s = args.image_size / 256
-        return MaskRCNNConfig(num_classes=num_classes, image_size=args.image_size, max_instances=args.max_instances,
-                              anchor_sizes=tuple(max(8, int(a * s)) for a in (16, 32, 64, 128, 256)))
-    return paper_config(num_classes, args.backbone, args.image_size)
-
-
 def _add_model_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("network")
-    g.add_argument("--backbone", default="mobilenetv2",
-                   help="mobilenetv2 (alpha 0.35, CPU) | resnet50 | resnet101 (the paper's, GPU); default mobilenetv2")
-    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    from services.segnet.config import BACKBONES
+
+    g = p.add_argument_group("network and training")
+    g.add_argument("--backbone", choices=BACKBONES, default="mobilenetv2-0.35",
+                   help="resnet101 / resnet50: the paper's (GPU); mobilenetv2[-0.5|-0.35]: for CPUs "
+                        "(default mobilenetv2-0.35)")
+    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate at the top of the cosine (default 1e-3)")
+    g.add_argument("--stages", default=None,
+                   help="transfer-learning stages LAYERS:EPOCHS,... with LAYERS heads|5+|4+|3+|all (default: "
+                        "heads, 4+, all a third each with pretrained weights; all with --weights none)")
     g.add_argument("--max-minutes", type=float, default=None,
                    help="stop training at the first step after this many minutes")
     g.add_argument("--no-augment", action="store_true", help="no flips/rotation/scale/brightness/contrast")
+
+
+def _config(args: argparse.Namespace, input_size: tuple[int, int], class_names: list[str]) -> Any:
+    from services.segnet.config import preset
+
+    return preset(args.backbone, input_size[0], input_size[1], tuple(class_names))
+
+
+def _train_one(args: argparse.Namespace, data: Any, input_size: tuple[int, int], weights: str | None,
+               log: Any = print) -> Any:
+    from services.segnet.augment import AugmentConfig
+    from services.segnet.train import train_model
+    from sipec.cli import CliError
+
+    try:
+        return train_model(data, _config(args, input_size, data.class_names), args.epochs, args.batch_size,
+                           args.seed, weights=weights, lr=args.lr,
+                           augment=None if args.no_augment else AugmentConfig(), stages=args.stages, log=log,
+                           max_seconds=args.max_minutes * 60 if args.max_minutes else None)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _check_common_flags(args: argparse.Namespace) -> None:
+    from sipec.cli import CliError
+
+    if args.epochs < 1:
+        raise CliError(f"--epochs must be at least 1, not {args.epochs}")
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size must be at least 1, not {args.batch_size}")
+    if args.step < 1:
+        raise CliError(f"--step must be at least 1, not {args.step}")
 
 
 # --- train ---------------------------------------------------------------------------------------------
 def register_train(sub: Any) -> None:
     from sipec.training import add_training_arguments
 
-    p = sub.add_parser("segnet", help="train SegNet (Mask R-CNN) and export it to a model repository")
+    p = sub.add_parser("segnet", help="train SegNet (Mask R-CNN) and export it to a model repository",
+                       description="Train SegNet's Mask R-CNN on instance masks (COCO, VIA, sipec synth, or the "
+                                   "flies clip with derived masks) and export it as a SavedModel.")
     _add_data_arguments(p)
     _add_model_arguments(p)
-    p.add_argument("--train-fraction", type=float, default=1.0,
-                   help="train on the first fraction of the images (default 1.0; evaluate on the rest)")
-    add_training_arguments(p, "segnet", epochs=20, batch_size=4)
+    add_training_arguments(p, "segnet", epochs=30, batch_size=4)
     p.set_defaults(func=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from services.segnet.train import export_model, train_model
+    from services.segnet.train import export_model
     from sipec.training import resolve_weights, training_summary
 
     started = time.time()
-    data = load_data(args)
-    n_train = _split(len(data), args.train_fraction, "--train-fraction")
-    train = data.subset(np.arange(n_train))
+    _check_common_flags(args)
+    input_size = _image_size(args.image_size)
     weights = resolve_weights(args.weights)
-    weights_file = weights if weights not in (None, "imagenet") else None
-    config = _config(args, len(data.class_names))
-    result = train_model(train, config, args.epochs, args.batch_size, args.seed,
-                         backbone_weights="imagenet" if weights == "imagenet" else None, weights_file=weights_file,
-                         lr=args.lr, augment_data=not args.no_augment,
-                         max_seconds=args.max_minutes * 60 if args.max_minutes else None)
-    summary = training_summary(args, result.history, {"images": len(train), "first_images": n_train,
-                                                      "instances": int((train.classes > 0).sum())}, started)
-    version = export_model(result.model, Path(args.out), args.model_name, data.class_names, summary, args.version)
-    print(f"segnet: exported {version.path} (trained on {len(train)} images in {result.seconds:.0f}s)")
+    data = load_data(args, input_size)
+    print(f"segnet: training on {len(data)} images ({int((data.classes > 0).sum())} instances), "
+          f"input {input_size[1]}x{input_size[0]}, backbone {args.backbone}", flush=True)
+    result = _train_one(args, data, input_size, weights)
+    summary = training_summary(args, result.history, {
+        "images": len(data), "instances": int((data.classes > 0).sum()),
+        "sources": sorted({s.split("#")[0] for s in data.sources}), "steps": result.steps,
+        "stages": [list(s) for s in result.stages]}, started)
+    version = export_model(result.model, Path(args.out), args.model_name, summary, args.version)
+    print(f"segnet: exported {version.path} ({result.steps} steps in {result.seconds:.0f}s)")
     return 0
 
 
 # --- evaluate ------------------------------------------------------------------------------------------
 def register_evaluate(sub: Any) -> None:
-    p = sub.add_parser("segnet", help="SegNet mAP@0.5, mean IoU and Dice; cross-validation; label-count ablation")
+    p = sub.add_parser("segnet", help="SegNet mAP@0.5, mean IoU and Dice; cross-validation; label-count ablation",
+                       description="Evaluate an exported SegNet model (--model-repo), or train and evaluate with "
+                                   "k-fold cross-validation (--folds) or a label-count ablation (--train-sizes), "
+                                   "as in the SIPEC paper's Fig. 2b. Prints a table and writes JSON (--json).")
     _add_data_arguments(p)
     _add_model_arguments(p)
-    p.add_argument("--model-repo", type=Path, help="evaluate this exported model (newest version of --model-name)")
-    p.add_argument("--model-name", default="segnet")
-    p.add_argument("--eval-fraction", type=float, default=1.0,
-                   help="evaluate on the last fraction of the images (default 1.0 = all)")
-    p.add_argument("--folds", type=int, default=0, help="k-fold cross-validation: train k models (contiguous folds)")
-    p.add_argument("--train-sizes", default="",
-                   help="label-count ablation: e.g. 3,10,30 training images each, tested on --eval-fraction")
-    p.add_argument("--epochs", type=int, default=20, help="epochs of each model trained by --folds/--train-sizes")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", type=Path, help="write the results here")
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--model-repo", type=Path, help="evaluate this repository's model (newest version)")
+    g.add_argument("--model-name", default="segnet", help="model name in the repository (default segnet)")
+    g.add_argument("--min-score", type=float, default=0.05, help="detections below are dropped (default 0.05)")
+    g.add_argument("--folds", type=int, default=0, help="k-fold cross-validation: train k models on contiguous folds")
+    g.add_argument("--train-sizes", default="", help="label-count ablation: e.g. 3,10,30 training images each")
+    g.add_argument("--test-fraction", type=float, default=0.3,
+                   help="--train-sizes tests on this last fraction of the images (default 0.3)")
+    g.add_argument("--epochs", type=int, default=30, help="epochs of each model --folds/--train-sizes trains")
+    g.add_argument("--batch-size", type=int, default=4)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--weights", default="none", help="initialisation of the models trained here (as in train)")
+    g.add_argument("--json", type=Path, help="write the results here")
     p.set_defaults(func=_evaluate)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from services.segnet.evaluate import backend_predict_fn, evaluate, folds, model_predict_fn, summarize, table
-    from services.segnet.train import train_model
     from sipec.cli import CliError
 
-    data = load_data(args)
-    results: dict[str, Any] = {"data": data.sources[0].split("#")[0] if data.sources else "", "images": len(data)}
-
-    def trained(train_idx: np.ndarray) -> Any:
-        config = _config(args, len(data.class_names))
-        res = train_model(data.subset(train_idx), config, args.epochs, args.batch_size, args.seed,
-                          lr=args.lr, augment_data=not args.no_augment,
-                          max_seconds=args.max_minutes * 60 if args.max_minutes else None)
-        return model_predict_fn(res.model)
-
-    if args.folds:
-        try:
-            splits = folds(len(data), args.folds)
-        except ValueError as exc:
-            raise CliError(str(exc)) from exc
-        rows = []
-        for k, (tr, te) in enumerate(splits):
-            rows.append({"fold": k + 1, **evaluate(trained(tr), data.subset(te))})
-        print(table(rows, "fold"))
-        results["folds"] = rows
-        results["folds_summary"] = summarize(rows)
-        print(json.dumps(results["folds_summary"]))
-    if args.train_sizes:
-        try:
-            sizes = [int(s) for s in args.train_sizes.split(",") if s.strip()]
-        except ValueError as exc:
-            raise CliError(f"--train-sizes: expected comma-separated integers, got {args.train_sizes!r}") from exc
-        n_test = _split(len(data), args.eval_fraction if args.eval_fraction < 1 else 0.3, "--eval-fraction")
-        pool = np.arange(len(data) - n_test)
-        test = data.subset(np.arange(len(data) - n_test, len(data)))
-        rng = np.random.default_rng(args.seed)
-        rows = []
-        for n in sizes:
-            if n < 1 or n > len(pool):
-                raise CliError(f"--train-sizes: {n} is not between 1 and the {len(pool)} training images")
-            rows.append({"train_images": n, **evaluate(trained(np.sort(rng.choice(pool, n, replace=False))), test)})
-        print(table(rows, "train_images"))
-        results["train_sizes"] = rows
-    if args.model_repo:
-        from sipec.serving.backends import LocalBackend
-
-        if not args.model_repo.is_dir():
-            raise CliError(f"--model-repo: directory not found: {args.model_repo}")
-        n_test = _split(len(data), args.eval_fraction, "--eval-fraction")
-        test = data.subset(np.arange(len(data) - n_test, len(data)))
-        backend = LocalBackend(args.model_repo, args.model_name)
-        try:
-            _wait_ready(backend)
-            size = int(backend.metadata().info.get("input", {}).get("height", 0))
-            if size != args.image_size:
-                raise CliError(f"--image-size {args.image_size} differs from the model's input size {size}")
-            row = {"model": f"{args.model_name} v{backend.metadata().version}",
-                   **evaluate(backend_predict_fn(backend), test)}
-        finally:
-            backend.close()
-        print(table([row], "model"))
-        results["model"] = row
     if not (args.folds or args.train_sizes or args.model_repo):
         raise CliError("nothing to evaluate: give --model-repo, --folds K or --train-sizes N,M,...")
+    _check_common_flags(args)
+    results: dict[str, Any] = {}
+    if args.model_repo:
+        results["model"] = _evaluate_model(args)
+    if args.folds or args.train_sizes:
+        results.update(_evaluate_protocols(args))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2, default=float) + "\n")
@@ -228,14 +221,83 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _wait_ready(backend: Any, timeout_s: float = 120.0) -> None:
+def _evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
+    from services.segnet.evaluate import backend_predict_fn, evaluate, table
     from sipec.cli import CliError
+    from sipec.serving.backends import LocalBackend
+    from sipec.serving.errors import ServingError
 
-    deadline = time.time() + timeout_s
-    while not backend.ready():
-        if time.time() > deadline:
-            raise CliError(f"model {backend.model_name!r} did not load within {timeout_s:.0f}s")
-        time.sleep(0.2)
+    if not args.model_repo.is_dir():
+        raise CliError(f"--model-repo: directory not found: {args.model_repo}")
+    try:
+        backend = LocalBackend(args.model_repo, args.model_name, poll_s=0)
+    except ServingError as exc:
+        raise CliError(f"--model-repo: {exc}") from exc
+    try:
+        if not backend.ready():
+            raise CliError(f"--model-repo: no loadable model {args.model_name!r} in {args.model_repo}")
+        meta = backend.metadata()
+        size = (int(meta.info["input"]["height"]), int(meta.info["input"]["width"]))
+        if args.image_size and _image_size(args.image_size) != size:
+            raise CliError(f"--image-size {args.image_size} differs from the model's input "
+                           f"{size[1]}x{size[0]}; leave it out to use the model's")
+        data = load_data(args, size)
+        model_names = list(meta.info.get("class_names", []))
+        if model_names != data.class_names:
+            raise CliError(f"the data's classes {data.class_names} differ from the model's {model_names}")
+        row = {"model": f"{args.model_name} v{meta.version}",
+               **evaluate(backend_predict_fn(backend), data, min_score=args.min_score)}
+    finally:
+        backend.close()
+    print(table([row], "model"))
+    return row
+
+
+def _evaluate_protocols(args: argparse.Namespace) -> dict[str, Any]:
+    from services.segnet.evaluate import ablation_splits, evaluate, folds, model_predict_fn, summarize, table
+    from sipec.cli import CliError
+    from sipec.training import resolve_weights
+
+    input_size = _image_size(args.image_size)
+    weights = resolve_weights(args.weights)
+    data = load_data(args, input_size)
+    out: dict[str, Any] = {}
+
+    def trained_and_evaluated(train_idx: Any, test_idx: Any, label: str) -> dict[str, Any]:
+        print(f"segnet: {label}: training on {len(train_idx)} images, testing on {len(test_idx)}", flush=True)
+        res = _train_one(args, data.subset(train_idx), input_size, weights, log=None)
+        row = evaluate(model_predict_fn(res.model), data.subset(test_idx), min_score=args.min_score)
+        print(f"segnet: {label}: mAP@0.5 {row['map50']:.3f} ({res.steps} steps, {res.seconds:.0f}s)", flush=True)
+        return {"train_images": len(train_idx), **row, "steps": res.steps, "train_seconds": round(res.seconds, 1)}
+
+    if args.folds:
+        try:
+            splits = folds(len(data), args.folds)
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
+        rows = [{"fold": k + 1, **trained_and_evaluated(tr, te, f"fold {k + 1}/{args.folds}")}
+                for k, (tr, te) in enumerate(splits)]
+        print(table(rows, "fold"))
+        out["folds"] = rows
+        out["folds_summary"] = summarize(rows)
+        s = out["folds_summary"]
+        print(f"segnet: {args.folds}-fold mAP@0.5 {s['map50']['mean']:.3f} +- {s['map50']['sd']:.3f}, "
+              f"mean IoU {s['mean_iou']['mean']:.3f}, Dice {s['mean_dice']['mean']:.3f}")
+    if args.train_sizes:
+        try:
+            sizes = [int(s) for s in args.train_sizes.split(",") if s.strip()]
+        except ValueError as exc:
+            raise CliError(f"--train-sizes: expected comma-separated integers, got {args.train_sizes!r}") from exc
+        if not 0 < args.test_fraction < 1:
+            raise CliError(f"--test-fraction must be in (0, 1), not {args.test_fraction}")
+        try:
+            test, trains = ablation_splits(len(data), sizes, args.test_fraction, args.seed)
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
+        rows = [trained_and_evaluated(tr, test, f"{len(tr)} training images") for tr in trains]
+        print(table(rows, "train_images"))
+        out["train_sizes"] = rows
+    return out
 
 
 # --- serve ---------------------------------------------------------------------------------------------
@@ -243,7 +305,9 @@ def register_serve(sub: Any) -> None:
     from sipec.serving.cli import add_server_arguments
     from sipec.serving.module import add_backend_arguments
 
-    p = sub.add_parser("segnet", help="serve SegNet over gRPC (sipec.v1.SegNet)")
+    p = sub.add_parser("segnet", help="serve SegNet over gRPC (sipec.v1.SegNet)",
+                       description="Segment and SegmentStream over gRPC, with the model in-process (--backend "
+                                   "local) or behind TF Serving / `sipec serve model-server` (--backend tfserving).")
     add_server_arguments(p, 50051)
     add_backend_arguments(p, "segnet")
     p.add_argument("--max-batch", type=int, default=8, help="most stream frames per backend call (default 8)")

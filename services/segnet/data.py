@@ -1,40 +1,58 @@
-"""SegNet training data: COCO instances (image folder or `sipec synth` videos), letterboxed to the model size.
+"""SegNet training and evaluation data: frames letterboxed to the model's input size, with their instances.
 
-Frames are scaled to fit a square of `size` pixels (longer side = size) and padded at the bottom/right, so a
-box maps back to the frame by dividing by `scale`. Masks are kept at model resolution, one per instance.
+Sources: a COCO instances file whose images are files in a folder or frames of a video (image entries with
+``frame_index`` and a video ``file_name``, as `sipec synth` writes them), a `sipec synth` folder, and the
+SLEAP flies clip with masks DERIVED by thresholding (:mod:`sipec.data.flies`).
+
+A frame is scaled to fit the input (height x width) keeping its aspect ratio and padded at the bottom and
+right, so a box in input pixels maps back to the frame by dividing by ``scale``. Masks are kept at input
+resolution for training, and as COCO RLE at frame resolution for evaluation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from sipec.data.coco import CocoInstances, annotation_mask, read_coco_instances
+from sipec.geometry import encode_rle
 
-if TYPE_CHECKING:
-    import tensorflow as tf
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
 
 
 @dataclass
 class SegData:
-    """Letterboxed frames and their instances: images (N,S,S,3) uint8, masks (N,G,S,S) bool, classes (N,G)."""
+    """Letterboxed frames and their instances.
+
+    ``images`` (N, H, W, 3) uint8; ``masks`` (N, G, H, W) bool and ``classes`` (N, G) int32 (1..C, 0 =
+    padding) at input resolution; ``gt`` per image the frame-resolution ground truth as (class, RLE)
+    pairs (every instance, also beyond G); ``scales`` and ``frame_sizes`` (height, width) per image.
+    """
 
     images: np.ndarray
     masks: np.ndarray
     classes: np.ndarray
     class_names: list[str]
+    scales: np.ndarray
+    frame_sizes: np.ndarray
+    gt: list[list[tuple[int, dict]]] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)   # "file#frame" per image, for reports
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def subset(self, idx: np.ndarray | list[int]) -> SegData:
-        idx = np.asarray(idx, dtype=int)
-        return SegData(self.images[idx], self.masks[idx], self.classes[idx], self.class_names,
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+    def subset(self, idx: Iterable[int]) -> SegData:
+        idx = np.asarray(list(idx), dtype=int)
+        return SegData(self.images[idx], self.masks[idx], self.classes[idx], self.class_names, self.scales[idx],
+                       self.frame_sizes[idx], [self.gt[i] for i in idx] if self.gt else [],
                        [self.sources[i] for i in idx] if self.sources else [])
 
     @staticmethod
@@ -45,7 +63,9 @@ class SegData:
         return SegData(np.concatenate([p.images for p in parts]),
                        np.concatenate([_pad_instances(p.masks, g) for p in parts]),
                        np.concatenate([_pad_instances(p.classes, g) for p in parts]),
-                       parts[0].class_names, sum((p.sources for p in parts), []))
+                       parts[0].class_names, np.concatenate([p.scales for p in parts]),
+                       np.concatenate([p.frame_sizes for p in parts]),
+                       sum((p.gt for p in parts), []), sum((p.sources for p in parts), []))
 
 
 def _pad_instances(a: np.ndarray, g: int) -> np.ndarray:
@@ -54,23 +74,73 @@ def _pad_instances(a: np.ndarray, g: int) -> np.ndarray:
     return np.pad(a, pad)
 
 
-def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float]:
-    """Scale `image` (H,W,3 uint8) to fit size x size, pad bottom/right with zeros; returns (image, scale)."""
+def letterbox_scale(height: int, width: int, input_height: int, input_width: int) -> float:
+    """The factor that fits a height x width frame into the input keeping the aspect ratio."""
+    return min(input_height / height, input_width / width)
+
+
+def letterbox(image: np.ndarray, input_height: int, input_width: int) -> tuple[np.ndarray, float]:
+    """Scale `image` (H, W, 3 uint8) to fit the input, pad bottom/right with zeros; returns (image, scale)."""
     h, w = image.shape[:2]
-    scale = size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    out = np.zeros((size, size, 3), np.uint8)
-    out[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    scale = letterbox_scale(h, w, input_height, input_width)
+    nh, nw = min(input_height, max(1, round(h * scale))), min(input_width, max(1, round(w * scale)))
+    out = np.zeros((input_height, input_width, 3), np.uint8)
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    out[:nh, :nw] = image if (nh, nw) == (h, w) else cv2.resize(image, (nw, nh), interpolation=interp)
     return out, scale
 
 
-def letterbox_mask(mask: np.ndarray, size: int) -> np.ndarray:
+def letterbox_mask(mask: np.ndarray, input_height: int, input_width: int) -> np.ndarray:
+    """The same scaling for an HxW mask (area-weighted, threshold 0.5)."""
     h, w = mask.shape
-    scale = size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    out = np.zeros((size, size), bool)
-    out[:nh, :nw] = cv2.resize(mask.astype(np.uint8), (nw, nh), interpolation=cv2.INTER_NEAREST) > 0
+    scale = letterbox_scale(h, w, input_height, input_width)
+    nh, nw = min(input_height, max(1, round(h * scale))), min(input_width, max(1, round(w * scale)))
+    out = np.zeros((input_height, input_width), bool)
+    m = mask.astype(np.float32)
+    out[:nh, :nw] = cv2.resize(m, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR) >= 0.5
     return out
+
+
+class _Builder:
+    """Collects letterboxed frames and instances, then packs them into a SegData."""
+
+    def __init__(self, input_size: tuple[int, int], max_instances: int, class_names: list[str]) -> None:
+        self.h, self.w = input_size
+        self.max_instances = max_instances
+        self.class_names = class_names
+        self.images: list[np.ndarray] = []
+        self.masks: list[list[np.ndarray]] = []
+        self.classes: list[list[int]] = []
+        self.scales: list[float] = []
+        self.sizes: list[tuple[int, int]] = []
+        self.gt: list[list[tuple[int, dict]]] = []
+        self.sources: list[str] = []
+
+    def add(self, frame: np.ndarray, instances: list[tuple[int, np.ndarray]], source: str) -> None:
+        """`instances`: (class 1..C, frame-resolution HxW mask) pairs; empty masks are skipped."""
+        image, scale = letterbox(frame, self.h, self.w)
+        kept = [(c, m) for c, m in instances if m.any()]
+        self.images.append(image)
+        self.scales.append(scale)
+        self.sizes.append(frame.shape[:2])
+        self.gt.append([(c, encode_rle(m)) for c, m in kept])
+        small = [(c, letterbox_mask(m, self.h, self.w)) for c, m in kept]
+        small = [(c, m) for c, m in small if m.any()][:self.max_instances]
+        self.masks.append([m for _, m in small])
+        self.classes.append([c for c, _ in small])
+        self.sources.append(source)
+
+    def build(self) -> SegData:
+        n = len(self.images)
+        g = max([len(c) for c in self.classes] + [1])
+        masks = np.zeros((n, g, self.h, self.w), bool)
+        classes = np.zeros((n, g), np.int32)
+        for i, (ms, cs) in enumerate(zip(self.masks, self.classes, strict=True)):
+            for j, (m, c) in enumerate(zip(ms, cs, strict=True)):
+                masks[i, j], classes[i, j] = m, c
+        images = np.stack(self.images) if n else np.zeros((0, self.h, self.w, 3), np.uint8)
+        return SegData(images, masks, classes, list(self.class_names), np.asarray(self.scales, np.float64),
+                       np.asarray(self.sizes, np.int64).reshape(n, 2), self.gt, self.sources)
 
 
 def _category_index(coco: CocoInstances) -> tuple[list[str], dict[int, int]]:
@@ -78,162 +148,141 @@ def _category_index(coco: CocoInstances) -> tuple[list[str], dict[int, int]]:
     return [str(c["name"]) for c in cats], {int(c["id"]): i + 1 for i, c in enumerate(cats)}
 
 
-def _frames_from_video(video: Path, wanted: set[int]) -> dict[int, np.ndarray]:
+def read_video_frames(video: Path, wanted: Iterable[int]) -> dict[int, np.ndarray]:
+    """RGB frames of `video` by index (decoded in order); ValueError names the video and missing frames."""
+    wanted = {int(i) for i in wanted}
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
-        raise ValueError(f"{video}: cannot open video")
+        raise ValueError(f"{video}: cannot open the video")
     out: dict[int, np.ndarray] = {}
     i = 0
     last = max(wanted) if wanted else -1
-    while i <= last:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        if i in wanted:
-            out[i] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        i += 1
-    cap.release()
+    try:
+        while i <= last:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if i in wanted:
+                out[i] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            i += 1
+    finally:
+        cap.release()
     missing = sorted(wanted - out.keys())
     if missing:
-        raise ValueError(f"{video}: frames {missing[:5]} not in the video ({i} frames read)")
+        raise ValueError(f"{video}: frames {missing[:5]} are not in the video ({i} frames decoded)")
     return out
 
 
-def load_coco(annotations: Path, size: int, images_dir: Path | None = None, video: Path | None = None,
-              max_instances: int = 8, limit: int | None = None) -> SegData:
-    """Letterboxed frames of a COCO instances file, read from `images_dir` (by file_name) or `video`
-    (by each image's frame_index). ValueError names the file and the problem."""
+def _select(entries: list, frames: slice | None, limit: int | None, step: int = 1) -> list:
+    """``entries[frames][::step][:limit]``."""
+    if step < 1:
+        raise ValueError(f"step must be at least 1, not {step}")
+    if frames is not None:
+        entries = entries[frames]
+    entries = entries[::step]
+    return entries[:limit] if limit else entries
+
+
+def load_coco(annotations: Path, images_dir: Path, input_size: tuple[int, int], max_instances: int = 16,
+              limit: int | None = None, frames: slice | None = None, step: int = 1) -> SegData:
+    """Letterboxed frames of a COCO instances file.
+
+    Each image is the file ``images_dir / file_name``, or, when ``file_name`` is a video and the entry has a
+    ``frame_index``, that frame of the video. ``frames`` selects image entries (in file order), then every
+    ``step``-th, then at most ``limit``. ValueError names the file and the problem.
+    """
     coco = read_coco_instances(annotations)
     names, cat_index = _category_index(coco)
-    entries = coco.images[:limit] if limit else coco.images
-    if video is not None:
-        if any("frame_index" not in e for e in entries):
-            raise ValueError(f"{annotations}: images need a frame_index to be read from {video}")
-        frames = _frames_from_video(video, {int(e["frame_index"]) for e in entries})
-    n = len(entries)
-    images = np.zeros((n, size, size, 3), np.uint8)
-    masks = np.zeros((n, max_instances, size, size), bool)
-    classes = np.zeros((n, max_instances), np.int32)
-    sources = []
-    for i, entry in enumerate(entries):
-        if video is not None:
-            frame = frames[int(entry["frame_index"])]
-            sources.append(f"{video}#{entry['frame_index']}")
+    if not names:
+        raise ValueError(f"{annotations}: no categories")
+    entries = _select(list(coco.images), frames, limit, step)
+    videos: dict[str, set[int]] = {}
+    for e in entries:
+        if str(e.get("file_name", "")).lower().endswith(VIDEO_SUFFIXES):
+            if "frame_index" not in e:
+                raise ValueError(f"{annotations}: image {e.get('id')} names the video {e['file_name']} "
+                                 "but has no frame_index")
+            videos.setdefault(str(e["file_name"]), set()).add(int(e["frame_index"]))
+    decoded = {name: read_video_frames(images_dir / name, wanted) for name, wanted in videos.items()}
+    builder = _Builder(input_size, max_instances, names)
+    for entry in entries:
+        name = str(entry.get("file_name", ""))
+        if name in decoded:
+            frame = decoded[name][int(entry["frame_index"])]
+            source = f"{images_dir / name}#{entry['frame_index']}"
         else:
-            assert images_dir is not None
-            path = images_dir / str(entry["file_name"])
+            path = images_dir / name
             bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if bgr is None:
-                raise ValueError(f"{path}: missing or not an image (file_name of image {entry['id']} "
+                raise ValueError(f"{path}: missing or not an image (file_name of image {entry.get('id')} "
                                  f"in {annotations})")
             frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            sources.append(str(path))
-        images[i], _ = letterbox(frame, size)
+            source = str(path)
         h, w = frame.shape[:2]
-        anns = [a for a in coco.annotations_for(int(entry["id"])) if not a.get("iscrowd", 0)]
-        for j, ann in enumerate(anns[:max_instances]):
-            masks[i, j] = letterbox_mask(annotation_mask(ann, h, w), size)
-            classes[i, j] = cat_index.get(int(ann["category_id"]), 0)
-            if classes[i, j] == 0:
+        instances = []
+        for ann in coco.annotations_for(int(entry["id"])):
+            if ann.get("iscrowd", 0):
+                continue
+            cls = cat_index.get(int(ann["category_id"]))
+            if cls is None:
                 raise ValueError(f"{annotations}: annotation {ann.get('id')} has unknown category "
                                  f"{ann['category_id']}")
-    return SegData(images, masks, classes, names, sources)
+            if "segmentation" not in ann:
+                raise ValueError(f"{annotations}: annotation {ann.get('id')} has no segmentation (SegNet needs masks)")
+            mask = annotation_mask(ann, h, w)
+            if mask.shape != (h, w):
+                raise ValueError(f"{annotations}: annotation {ann.get('id')} mask is {mask.shape[1]}x{mask.shape[0]}, "
+                                 f"its image is {w}x{h}")
+            instances.append((cls, mask))
+        builder.add(frame, instances, source)
+    return builder.build()
 
 
-def load_synth(folder: Path, size: int, max_instances: int = 8, limit: int | None = None) -> SegData:
+def load_synth(folder: Path, input_size: tuple[int, int], max_instances: int = 16, limit: int | None = None,
+               frames: slice | None = None, step: int = 1) -> SegData:
     """A `sipec synth` folder: annotations.json + video.mp4."""
     ann, video = folder / "annotations.json", folder / "video.mp4"
     for p in (ann, video):
         if not p.is_file():
             raise ValueError(f"{p}: not found; --synth expects a `sipec synth` output folder")
-    return load_coco(ann, size, video=video, max_instances=max_instances, limit=limit)
+    return load_coco(ann, folder, input_size, max_instances, limit, frames, step)
 
 
-# ---------------------------------------------------------------------------------------------------
-# augmentation (in the graph, on batches)
+def load_flies(folder: Path, input_size: tuple[int, int], step: int = 1, frames: slice | None = None,
+               limit: int | None = None) -> SegData:
+    """The SLEAP flies clip with its DERIVED (thresholded) masks, one class "fly".
 
-def boxes_from_masks(masks: tf.Tensor) -> tf.Tensor:
-    """Normalised [y1, x1, y2, x2] boxes of masks (B, G, S, S); empty masks give zeros."""
-    import tensorflow as tf
-
-    s = tf.cast(tf.shape(masks)[-1], tf.float32)
-    rows, cols = tf.reduce_any(masks > 0.5, axis=3), tf.reduce_any(masks > 0.5, axis=2)
-    r = tf.cast(tf.range(tf.shape(masks)[-1]), tf.float32)
-
-    def extent(any_: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        lo = tf.reduce_min(tf.where(any_, r, 1e9), axis=-1)
-        hi = tf.reduce_max(tf.where(any_, r + 1.0, -1e9), axis=-1)
-        ok = tf.reduce_any(any_, axis=-1)
-        return tf.where(ok, lo, 0.0), tf.where(ok, hi, 0.0)
-
-    y1, y2 = extent(rows)
-    x1, x2 = extent(cols)
-    return tf.stack([y1, x1, y2, x2], axis=-1) / s
-
-
-def augment(images: tf.Tensor, masks: tf.Tensor, max_rotation_deg: float = 20.0,
-            scale_range: tuple[float, float] = (0.8, 1.2), brightness: float = 0.2, contrast: float = 0.2,
-            ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Random flips, rotation, scale (one affine warp per image; masks warped with nearest neighbour),
-    brightness and contrast. images (B,S,S,3) uint8, masks (B,G,S,S) float -> same shapes."""
-    import tensorflow as tf
-
-    b, s = tf.shape(images)[0], tf.cast(tf.shape(images)[1], tf.float32)
-    theta = tf.random.uniform([b], -1.0, 1.0) * max_rotation_deg * np.pi / 180
-    scale = tf.random.uniform([b], *scale_range)
-    fx = tf.where(tf.random.uniform([b]) < 0.5, -1.0, 1.0)
-    fy = tf.where(tf.random.uniform([b]) < 0.5, -1.0, 1.0)
-    # forward map A = scale * R(theta) * diag(fx, fy) about the centre; the warp needs the inverse
-    cos, sin = tf.cos(theta), tf.sin(theta)
-    a00, a01, a10, a11 = scale * cos * fx, -scale * sin * fy, scale * sin * fx, scale * cos * fy
-    det = a00 * a11 - a01 * a10
-    i00, i01, i10, i11 = a11 / det, -a01 / det, -a10 / det, a00 / det
-    c = (s - 1) / 2
-    tx, ty = c - (i00 * c + i01 * c), c - (i10 * c + i11 * c)
-    zeros = tf.zeros([b])
-    transform = tf.stack([i00, i01, tx, i10, i11, ty, zeros, zeros], axis=1)
-    size = tf.shape(images)[1:3]
-    img = tf.raw_ops.ImageProjectiveTransformV3(images=tf.cast(images, tf.float32), transforms=transform,
-                                                output_shape=size, fill_value=0.0, interpolation="BILINEAR",
-                                                fill_mode="CONSTANT")
-    m = tf.transpose(masks, [0, 2, 3, 1])
-    m = tf.raw_ops.ImageProjectiveTransformV3(images=m, transforms=transform, output_shape=size,
-                                              fill_value=0.0, interpolation="NEAREST", fill_mode="CONSTANT")
-    m = tf.transpose(m, [0, 3, 1, 2])
-    m = tf.ensure_shape(m, masks.shape) if masks.shape.rank else m
-    mean = tf.reduce_mean(img, axis=[1, 2, 3], keepdims=True)
-    k = 1.0 + tf.random.uniform([b, 1, 1, 1], -contrast, contrast)
-    img = (img - mean) * k + mean + tf.random.uniform([b, 1, 1, 1], -brightness, brightness) * 255.0
-    return tf.cast(tf.clip_by_value(tf.round(img), 0.0, 255.0), tf.uint8), m
-
-
-def load_flies(folder: Path, size: int, max_instances: int = 2, limit: int | None = None,
-               step: int = 1) -> SegData:
-    """The SLEAP flies clip with its DERIVED (thresholded) masks, every `step`-th frame, one class "fly"."""
+    ``frames`` selects frame indices of the clip (e.g. ``slice(1050, None)``), then every ``step``-th.
+    """
     from sipec.data.flies import FliesClip
 
     try:
         clip = FliesClip(folder)
     except FileNotFoundError as exc:
         raise ValueError(str(exc)) from exc
-    frames = list(range(0, len(clip), step))[:limit]
-    n = len(frames)
-    images = np.zeros((n, size, size, 3), np.uint8)
-    masks = np.zeros((n, max_instances, size, size), bool)
-    classes = np.zeros((n, max_instances), np.int32)
-    wanted = set(frames)
-    row = 0
-    for i, frame in clip.frames():
-        if i not in wanted:
-            continue
-        images[row], _ = letterbox(frame, size)
-        insts = [inst for inst in clip.instances(i, masks=True, image=frame)
-                 if inst.mask is not None and inst.mask.any()]
-        for j, inst in enumerate(insts[:max_instances]):
-            masks[row, j] = letterbox_mask(inst.mask, size)
-            classes[row, j] = 1
-        row += 1
-        if row == n:
-            break
-    return SegData(images[:row], masks[:row], classes[:row], ["fly"],
-                   [f"{folder}#{i}" for i in frames[:row]])
+    indices = _select(list(range(len(clip))), frames, limit, step)
+    builder = _Builder(input_size, 2 * len(clip.identity_names), ["fly"])
+    if indices:
+        wanted = set(indices)
+        with clip:
+            for i, image in clip.frames(min(indices), max(indices) + 1):
+                if i not in wanted:
+                    continue
+                insts = clip.instances(i, masks=True, image=image)
+                builder.add(image, [(1, inst.mask) for inst in insts if inst.mask is not None],
+                            f"{folder}#{i} (derived masks)")
+    return builder.build()
+
+
+def parse_frames(text: str | None) -> slice | None:
+    """'START:STOP' (either may be empty) -> slice; None or '' -> None. ValueError with the expected form."""
+    if not text:
+        return None
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        start, stop = (int(p) if p.strip() else None for p in parts)
+    except ValueError as exc:
+        raise ValueError(f"frames {text!r} must look like START:STOP, e.g. 0:280 or 280:") from exc
+    return slice(start, stop)

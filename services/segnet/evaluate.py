@@ -1,7 +1,14 @@
-"""SegNet evaluation: mAP@0.5 (pycocotools, segm), mean IoU and Dice of matched masks.
+"""SegNet evaluation: mask mAP@0.5 (pycocotools COCOeval), box mAP@0.5 (the network's boxes), mean IoU and
+Dice, in frame pixels.
 
-Masks are compared at the model's input resolution (frames letterboxed to the input size, as in training);
-the predictions go through the same post-processing as the service (`postprocess.to_instances`).
+Predictions go through exactly what the service does (letterboxed input, the exported graph or the
+in-process network, :func:`postprocess.to_instances` pasting the masks back into the frame) and are
+compared with the ground truth at the frame's own resolution. Mean IoU and Dice average the greedy
+one-to-one matches with IoU >= 0.5 (:func:`sipec.metrics.match_masks`); ``recall50`` is the fraction of
+ground-truth instances so matched.
+
+Also the paper's protocols (Fig. 2b): k-fold cross-validation over contiguous blocks of frames
+(neighbouring video frames stay in one fold) and a label-count ablation.
 """
 
 from __future__ import annotations
@@ -16,46 +23,63 @@ from services.segnet.postprocess import to_instances
 from sipec import metrics
 
 PredictFn = Callable[[np.ndarray], Mapping[str, np.ndarray]]
+RESULT_KEYS: tuple[str, ...] = ("map50", "box_map50", "map50_95", "mean_iou", "mean_dice", "recall50")
 
 
 def predict_all(predict: PredictFn, images: np.ndarray, batch_size: int = 8) -> list[dict[str, np.ndarray]]:
-    """Per-image detections (dicts of numpy arrays) of `images` (N,S,S,3) uint8."""
+    """Per-image detections (dicts of numpy arrays) of letterboxed `images` (N, H, W, 3) uint8."""
     out: list[dict[str, np.ndarray]] = []
     for i in range(0, len(images), batch_size):
-        res = {k: np.asarray(v) for k, v in predict(images[i:i + batch_size]).items()}
-        for j in range(len(images[i:i + batch_size])):
-            out.append({k: v[j] for k, v in res.items()})
+        chunk = images[i:i + batch_size]
+        res = {k: np.asarray(v) for k, v in predict(chunk).items()}
+        out.extend({k: v[j] for k, v in res.items()} for j in range(len(chunk)))
     return out
 
 
 def evaluate(predict: PredictFn, data: SegData, min_score: float = 0.05, batch_size: int = 8) -> dict[str, Any]:
-    """mAP@0.5 (masks), box mAP@0.5, mean IoU and mean Dice (over matched pairs with IoU >= 0.5) on `data`."""
-    size = data.images.shape[1]
+    """mAP@0.5 of masks and of boxes, COCO mAP@[.5:.95] of masks, mean IoU, mean Dice and recall at 0.5."""
     dets = predict_all(predict, data.images, batch_size)
-    gt_masks, pred_masks, pred_scores, ious = [], [], [], []
+    images, gt_anns, det_anns, box_anns, ious = [], [], [], [], []
     for i, det in enumerate(dets):
-        gt = [data.masks[i, j] for j in range(data.masks.shape[1]) if data.classes[i, j] > 0 and data.masks[i, j].any()]
-        inst = to_instances(det, 1.0, size, size, data.class_names, min_score=min_score)
-        pm = [x.mask for x in inst]
-        gt_masks.append(gt)
-        pred_masks.append(pm)
-        pred_scores.append([x.score for x in inst])
-        ious += [p[2] for p in metrics.match_masks(gt, pm, min_iou=0.5)]
-    gt_dict = metrics.coco_ground_truth(gt_masks, (size, size))
-    det_list = metrics.coco_detections(pred_masks, pred_scores)
-    n_gt = sum(len(g) for g in gt_masks)
+        h, w = (int(v) for v in data.frame_sizes[i])
+        images.append({"id": i, "height": h, "width": w})
+        gts = data.gt[i]
+        gt_anns += [{"image_id": i, "category_id": int(c), "segmentation": rle} for c, rle in gts]
+        box_anns += _box_detections(det, i, float(data.scales[i]), min_score)
+        inst = to_instances(det, float(data.scales[i]), h, w, data.class_names, min_score=min_score)
+        for x in inst:
+            cls = data.class_names.index(x.class_name) + 1 if x.class_name else 1
+            det_anns.append({"image_id": i, "category_id": cls, "segmentation": x.rle, "score": x.score})
+        ious += [p[2] for p in metrics.match_masks([rle for _, rle in gts], [x.rle for x in inst], min_iou=0.5)]
+    gt = {"images": images, "annotations": gt_anns,
+          "categories": [{"id": k + 1, "name": n} for k, n in enumerate(data.class_names)]}
+    segm = metrics.mean_average_precision(gt, det_anns, "segm", 0.5)
+    box = metrics.mean_average_precision(gt, box_anns, "bbox", 0.5)
+    n_gt = len(gt_anns)
     return {
-        "images": len(data), "instances": n_gt,
-        "map50": float(metrics.mean_average_precision(gt_dict, det_list, "segm", 0.5).map),
-        "box_map50": float(metrics.mean_average_precision(gt_dict, det_list, "bbox", 0.5).map),
+        "images": len(data), "instances": n_gt, "detections": len(det_anns),
+        "map50": segm.map, "box_map50": box.map, "map50_95": segm.map_50_95,
         "mean_iou": float(np.mean(ious)) if ious else float("nan"),
         "mean_dice": float(np.mean([2 * v / (1 + v) for v in ious])) if ious else float("nan"),
         "recall50": len(ious) / n_gt if n_gt else float("nan"),
     }
 
 
+def _box_detections(det: Mapping[str, np.ndarray], image_id: int, scale: float, min_score: float) -> list[dict]:
+    """COCO box results of the network's own boxes (frame pixels), for the box mAP."""
+    n = int(np.asarray(det["num_detections"]).reshape(()))
+    out = []
+    for box, score, cls in zip(det["boxes"][:n], det["scores"][:n], det["classes"][:n], strict=True):
+        if score < min_score:
+            continue
+        x1, y1, x2, y2 = (float(v) / scale for v in box)
+        out.append({"image_id": image_id, "category_id": int(cls) + 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": float(score)})
+    return out
+
+
 def model_predict_fn(model: Any) -> PredictFn:
-    """A PredictFn of an in-process MaskRCNN."""
+    """A PredictFn of an in-process MaskRCNN (the same graph that is exported)."""
     import tensorflow as tf
 
     fn = tf.function(model.detect, reduce_retracing=True)
@@ -68,7 +92,7 @@ def backend_predict_fn(backend: Any) -> PredictFn:
 
 
 def folds(n: int, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """k contiguous folds (train indices, test indices) of n ordered frames (neighbouring frames stay together)."""
+    """k contiguous folds (train indices, test indices) of n ordered frames."""
     if k < 2 or k > n:
         raise ValueError(f"--folds must be between 2 and the number of images ({n}), got {k}")
     edges = np.linspace(0, n, k + 1).round().astype(int)
@@ -79,15 +103,35 @@ def folds(n: int, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def summarize(rows: list[dict[str, Any]], keys: tuple[str, ...] = ("map50", "mean_iou", "mean_dice")
-              ) -> dict[str, Any]:
-    return {k: {"mean": float(np.nanmean([r[k] for r in rows])), "sd": float(np.nanstd([r[k] for r in rows]))}
-            for k in keys}
+def ablation_splits(n: int, sizes: list[int], test_fraction: float, seed: int
+                    ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Test indices (the last ``test_fraction`` of the frames) and, per size, that many training frames drawn
+    at random from the rest (nested: each smaller set is part of the larger ones)."""
+    n_test = max(1, int(round(n * test_fraction)))
+    pool = np.arange(n - n_test)
+    bad = [s for s in sizes if not 1 <= s <= len(pool)]
+    if bad:
+        raise ValueError(f"--train-sizes: {bad} not between 1 and the {len(pool)} frames left for training")
+    order = np.random.default_rng(seed).permutation(pool)
+    return np.arange(n - n_test, n), [np.sort(order[:s]) for s in sizes]
+
+
+def summarize(rows: list[dict[str, Any]], keys: tuple[str, ...] = RESULT_KEYS) -> dict[str, Any]:
+    """Mean and standard deviation of each result over rows (NaN ignored)."""
+    out = {}
+    for k in keys:
+        vals = np.array([r[k] for r in rows], dtype=np.float64)
+        ok = vals[np.isfinite(vals)]
+        out[k] = {"mean": float(ok.mean()) if ok.size else float("nan"),
+                  "sd": float(ok.std()) if ok.size else float("nan")}
+    return out
 
 
 def table(rows: list[dict[str, Any]], first: str) -> str:
     """A markdown table of result rows."""
-    cols = [first, "images", "instances", "map50", "box_map50", "mean_iou", "mean_dice"]
+    cols = [first, "train_images", "images", "instances", "map50", "box_map50", "map50_95", "mean_iou",
+            "mean_dice", "recall50"]
+    cols = list(dict.fromkeys(c for c in cols if any(c in r for r in rows)))
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         lines.append("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r.get(c), float) else str(r.get(c, ""))

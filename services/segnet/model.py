@@ -1,358 +1,242 @@
-"""Mask R-CNN (He et al. 2017) for SegNet, in Keras 3 on the TensorFlow backend.
+"""Mask R-CNN (He et al. 2017) in Keras 3 on TensorFlow: backbone + FPN, RPN, RoIAlign, box, class and
+mask heads, with the whole detection post-processing (box decoding, per-class NMS, mask head on the kept
+boxes) inside the graph, so that TensorFlow Serving returns final detections.
 
-Design note: our own implementation, not a library's.
-- keras-hub 0.32.0 (checked with `pip download --no-deps keras-hub`) ships RetinaNet but no Mask R-CNN or
-  Faster R-CNN for Keras 3. keras-cv is superseded by keras-hub and its Mask R-CNN never left the
-  experimental branch.
-- The TF Model Garden (tf-models-official) has a Mask R-CNN, but it pins a TensorFlow version (it would
-  pull another TF than our 2.21), brings its own config system and trainer, and exports
-  through its own modules; none of it speaks our ModelRepository / sipec.json contract.
-- Our own is ~500 lines that we understand and test piece by piece: ResNet-50/101 (paper, GPU) or
-  MobileNetV2 (CPU) backbone via keras.applications + FPN (P2-P6), RPN with 3 anchors per location,
-  proposals by NMS, RoIAlign (one bilinear sample at each bin centre, i.e. sampling_ratio=1, over
-  FPN levels chosen by the paper's k = 4 + log2(sqrt(wh)/224) rule), class-specific box head, class,
-  and a 4-conv + deconv mask head (M x M masks). The whole post-processing (box decoding, per-class NMS by
-  `tf.image.combined_non_max_suppression`, the mask head on kept boxes) is in the exported graph, so
-  TF Serving answers final detections.
+Design note: our own implementation, not a library's
+----------------------------------------------------
+Checked with ``pip download --no-deps`` (November 2026):
+- keras-hub 0.32.0 (Keras 3) has object detectors (RetinaNet, D-FINE) and SAM, but no Mask R-CNN or any
+  other instance-segmentation network;
+- tf-models-official 2.20.0 (TF Model Garden) has Mask R-CNN, but pins ``tensorflow~=2.20.0`` and
+  ``tensorflow-text~=2.20.0`` (we run TF 2.21), is written for tf-keras (Keras 2, not Keras 3), brings its
+  own config system and trainer, and pulls in tensorflow-datasets, tensorflow-hub and the
+  model-optimization toolkit;
+- keras-cv's Mask R-CNN never left its experimental branch and keras-cv is superseded by keras-hub;
+  matterport's Mask_RCNN (what SIPEC used) is TF 1 / Keras 2 code.
+So the network is written here, in five small modules (:mod:`.boxes`, :mod:`.roi_align`, :mod:`.targets`,
+:mod:`.backbones`, this one), with keras.applications backbones (ResNet-101/50 as in the paper,
+MobileNetV2 for CPUs) and only standard TensorFlow ops (``crop_and_resize``,
+``combined_non_max_suppression``, ``top_k``), so that the SavedModel loads in the stock
+``tensorflow/serving`` image. It has what the paper's network has: FPN P2-P6, an RPN with 3 anchor ratios
+per level, proposal NMS, level-assigned RoIAlign (half-pixel aligned, 2x2 samples per bin), a box/class
+head (2 FC), a mask head (convolutions + deconvolution, 28x28 per class), in-graph target assignment
+and sampling, and staged transfer learning (:mod:`.train`).
 
-Conventions: boxes inside the graph are [y1, x1, y2, x2] normalised to [0, 1] of the (square) input;
-the exported `boxes` output is [x1, y1, x2, y2] in input pixels. Class 0 is background inside the
-network; exported `classes` index `class_names` (0-based).
+Exported serving signature (``serving_default``)
+-----------------------------------------------
+input ``image``: uint8 (B, H, W, 3) RGB at the model's input size (letterboxed by the service);
+outputs, D = ``max_detections``, zero past ``num_detections``: ``boxes`` (B, D, 4) float32 x1, y1, x2, y2
+in input pixels; ``scores`` (B, D); ``classes`` (B, D) int32 (0-based index into ``class_names``);
+``masks`` (B, D, M, M) float32 probabilities of the detected class over each box; ``num_detections`` (B,).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-BOX_STD = (0.1, 0.1, 0.2, 0.2)
-BACKBONES = ("mobilenetv2", "resnet50", "resnet101")
-# feature maps at strides 4, 8, 16, 32 of each keras.applications backbone
-_BACKBONE_LAYERS = {
-    "mobilenetv2": ("block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu", "out_relu"),
-    "resnet50": ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"),
-    "resnet101": ("conv2_block3_out", "conv3_block4_out", "conv4_block23_out", "conv5_block3_out"),
-}
-STRIDES = (4, 8, 16, 32, 64)   # P2..P6
+from services.segnet.backbones import Backbone, build_backbone
+from services.segnet.boxes import clip_boxes, decode_boxes, generate_anchors, yxyx_to_xyxy
+from services.segnet.config import ROI_LEVELS, MaskRCNNConfig
+from services.segnet.roi_align import multilevel_roi_align
+from services.segnet.targets import mask_targets, rpn_targets, sample_rois
+
+LOSS_NAMES: tuple[str, ...] = ("rpn_class", "rpn_box", "class", "box", "mask")
 
 
-@dataclass
-class MaskRCNNConfig:
-    """Sizes of one Mask R-CNN. The defaults are the CPU configuration; `paper_config` gives the GPU one."""
-
-    num_classes: int = 1                 # without background
-    image_size: int = 256                # square input, a multiple of 64
-    backbone: str = "mobilenetv2"
-    alpha: float = 0.35                  # MobileNetV2 width
-    fpn_channels: int = 64
-    anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)   # one per FPN level P2..P6
-    anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
-    rpn_pre_nms: int = 1000
-    rpn_post_nms_train: int = 256
-    rpn_post_nms_infer: int = 100
-    rpn_nms_iou: float = 0.7
-    rpn_batch: int = 128                 # sampled anchors per image
-    roi_batch: int = 64                  # sampled RoIs per image
-    roi_fg_fraction: float = 0.25
-    box_head_dim: int = 256
-    mask_head_channels: int = 64
-    pool_size: int = 7
-    mask_pool_size: int = 14             # mask head output is 2 * this
-    max_detections: int = 20
-    detection_nms_iou: float = 0.5
-    detection_min_score: float = 0.05
-    max_instances: int = 8               # padded ground-truth instances per image (training)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def mask_size(self) -> int:
-        return 2 * self.mask_pool_size
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MaskRCNNConfig:
-        d = dict(d)
-        for k in ("anchor_sizes", "anchor_ratios"):
-            if k in d:
-                d[k] = tuple(d[k])
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+def _smooth_l1(x: tf.Tensor, beta: float = 1.0) -> tf.Tensor:
+    ax = tf.abs(x)
+    return tf.where(ax < beta, 0.5 * ax * ax / beta, ax - 0.5 * beta)
 
 
-def paper_config(num_classes: int = 1, backbone: str = "resnet101", image_size: int = 1024) -> MaskRCNNConfig:
-    """The paper's GPU configuration (ResNet-101/50 + FPN, 256 FPN channels, 1024-d box head, 28x28 masks)."""
-    s = image_size / 1024
-    return MaskRCNNConfig(num_classes=num_classes, image_size=image_size, backbone=backbone, fpn_channels=256,
-                          anchor_sizes=tuple(max(8, int(a * s)) for a in (32, 64, 128, 256, 512)),
-                          rpn_pre_nms=6000, rpn_post_nms_train=2000, rpn_post_nms_infer=1000, rpn_batch=256,
-                          roi_batch=200, box_head_dim=1024, mask_head_channels=256, max_detections=100,
-                          max_instances=32)
-
-
-# ---------------------------------------------------------------------------------------------------
-# anchors and box coding
-
-def generate_anchors(config: MaskRCNNConfig) -> np.ndarray:
-    """All anchors, (A, 4) normalised [y1, x1, y2, x2], level by level, row-major, ratios innermost."""
-    out = []
-    size = config.image_size
-    for stride, base in zip(STRIDES, config.anchor_sizes, strict=True):
-        n = math.ceil(size / stride)
-        centres = (np.arange(n) + 0.5) * stride
-        cy, cx = np.meshgrid(centres, centres, indexing="ij")
-        per = []
-        for r in config.anchor_ratios:      # r = height / width
-            h, w = base * math.sqrt(r), base / math.sqrt(r)
-            per.append(np.stack([cy - h / 2, cx - w / 2, cy + h / 2, cx + w / 2], axis=-1))
-        out.append(np.stack(per, axis=2).reshape(-1, 4))
-    return (np.concatenate(out, axis=0) / size).astype(np.float32)
-
-
-def encode_boxes(boxes: tf.Tensor, anchors: tf.Tensor) -> tf.Tensor:
-    """Deltas (dy, dx, dh, dw) / BOX_STD taking `anchors` to `boxes` (same shape [..., 4])."""
-    ah, aw = anchors[..., 2] - anchors[..., 0], anchors[..., 3] - anchors[..., 1]
-    ay, ax = anchors[..., 0] + 0.5 * ah, anchors[..., 1] + 0.5 * aw
-    bh, bw = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
-    by, bx = boxes[..., 0] + 0.5 * bh, boxes[..., 1] + 0.5 * bw
-    ah, aw = tf.maximum(ah, 1e-6), tf.maximum(aw, 1e-6)
-    d = tf.stack([(by - ay) / ah, (bx - ax) / aw, tf.math.log(tf.maximum(bh, 1e-6) / ah),
-                  tf.math.log(tf.maximum(bw, 1e-6) / aw)], axis=-1)
-    return d / tf.constant(BOX_STD)
-
-
-def decode_boxes(deltas: tf.Tensor, anchors: tf.Tensor) -> tf.Tensor:
-    """Inverse of `encode_boxes`; dh/dw are clipped to avoid overflow."""
-    d = deltas * tf.constant(BOX_STD)
-    ah, aw = anchors[..., 2] - anchors[..., 0], anchors[..., 3] - anchors[..., 1]
-    ay, ax = anchors[..., 0] + 0.5 * ah, anchors[..., 1] + 0.5 * aw
-    clip = math.log(1000.0 / 16)
-    h, w = ah * tf.exp(tf.minimum(d[..., 2], clip)), aw * tf.exp(tf.minimum(d[..., 3], clip))
-    y, x = ay + d[..., 0] * ah, ax + d[..., 1] * aw
-    return tf.stack([y - 0.5 * h, x - 0.5 * w, y + 0.5 * h, x + 0.5 * w], axis=-1)
-
-
-def box_iou(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
-    """IoU of [..., N, 4] with [..., M, 4] -> [..., N, M]."""
-    a, b = a[..., :, None, :], b[..., None, :, :]
-    ih = tf.maximum(0.0, tf.minimum(a[..., 2], b[..., 2]) - tf.maximum(a[..., 0], b[..., 0]))
-    iw = tf.maximum(0.0, tf.minimum(a[..., 3], b[..., 3]) - tf.maximum(a[..., 1], b[..., 1]))
-    inter = ih * iw
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    return inter / tf.maximum(area_a + area_b - inter, 1e-9)
-
-
-# ---------------------------------------------------------------------------------------------------
-# RoIAlign
-
-def roi_align(features: list[tf.Tensor], boxes: tf.Tensor, pool: int, image_size: int) -> tf.Tensor:
-    """RoIAlign over FPN levels P2..P5: boxes (B, N, 4) normalised -> (B, N, pool, pool, C).
-
-    Each box goes to level k = clip(4 + log2(sqrt(h w) / 224), 2, 5) (the FPN paper's rule) and is sampled
-    at the centre of each of its pool x pool bins by bilinear interpolation (sampling ratio 1).
-    """
-    b, n = tf.shape(boxes)[0], tf.shape(boxes)[1]
-    flat = tf.reshape(boxes, [-1, 4])
-    idx = tf.repeat(tf.range(b), n)
-    h, w = flat[:, 2] - flat[:, 0], flat[:, 3] - flat[:, 1]
-    size = tf.sqrt(tf.maximum(h * w, 1e-12)) * float(image_size)
-    level = tf.clip_by_value(tf.floor(4.0 + tf.math.log(size / 224.0) / math.log(2.0)), 2.0, 5.0)
-    out = None
-    for i, feat in enumerate(features[:4]):
-        crops = tf.image.crop_and_resize(feat, bin_centre_boxes(flat, tf.shape(feat)[1:3], pool), idx,
-                                         [pool, pool])
-        sel = tf.cast(tf.equal(level, float(i + 2)), crops.dtype)[:, None, None, None]
-        out = crops * sel if out is None else out + crops * sel
-    return tf.reshape(out, tf.concat([[b, n, pool, pool], tf.shape(out)[-1:]], 0))
-
-
-def bin_centre_boxes(boxes: tf.Tensor, feat_hw: tf.Tensor, pool: int) -> tf.Tensor:
-    """Boxes for `tf.image.crop_and_resize` whose sample points are the bin centres of `boxes`.
-
-    A normalised coordinate c maps to continuous feature coordinate c*H - 0.5 (pixel centres at integers);
-    crop_and_resize samples y1'*(H-1) + i*(y2'-y1')*(H-1)/(pool-1).
-    """
-    fh, fw = tf.cast(feat_hw[0], tf.float32), tf.cast(feat_hw[1], tf.float32)
-
-    def axis(lo: tf.Tensor, hi: tf.Tensor, n: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        step = (hi - lo) * n / pool
-        first = lo * n - 0.5 + 0.5 * step
-        last = lo * n - 0.5 + (pool - 0.5) * step
-        denom = tf.maximum(n - 1.0, 1.0)
-        return first / denom, last / denom
-
-    y1, y2 = axis(boxes[:, 0], boxes[:, 2], fh)
-    x1, x2 = axis(boxes[:, 1], boxes[:, 3], fw)
-    return tf.stack([y1, x1, y2, x2], axis=-1)
-
-
-# ---------------------------------------------------------------------------------------------------
-# the network
-
-def build_backbone(config: MaskRCNNConfig, weights: str | None = None) -> keras.Model:
-    """keras.applications backbone returning C2..C5 (strides 4..32)."""
-    shape = (config.image_size, config.image_size, 3)
-    if config.backbone == "mobilenetv2":
-        base = keras.applications.MobileNetV2(input_shape=shape, alpha=config.alpha, include_top=False,
-                                              weights=weights)
-    elif config.backbone == "resnet50":
-        base = keras.applications.ResNet50(input_shape=shape, include_top=False, weights=weights)
-    elif config.backbone == "resnet101":
-        base = keras.applications.ResNet101(input_shape=shape, include_top=False, weights=weights)
-    else:
-        raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {config.backbone!r}")
-    if weights is None:
-        # keras.applications' BatchNormalization momentum 0.999 keeps the random initial statistics for
-        # thousands of steps; a short CPU training from scratch needs moving statistics that follow the data
-        for layer in base.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = 0.9
-    outs = [base.get_layer(name).output for name in _BACKBONE_LAYERS[config.backbone]]
-    return keras.Model(base.input, outs, name=f"backbone_{config.backbone}")
-
-
-def preprocess(images: tf.Tensor, backbone: str) -> tf.Tensor:
-    """uint8 (or 0-255 float) RGB -> the backbone's expected input."""
-    x = tf.cast(images, tf.float32)
-    if backbone == "mobilenetv2":
-        return x / 127.5 - 1.0
-    # keras.applications ResNet: caffe mode (BGR, ImageNet mean subtracted)
-    return x[..., ::-1] - tf.constant([103.939, 116.779, 123.68])
+def _weighted_mean(values: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_sum(values * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
 
 
 class MaskRCNN(keras.Model):
-    """Mask R-CNN: backbone + FPN, RPN, RoIAlign, box/class head, mask head, NMS.
+    """The network. ``model(images)`` / :meth:`detect` give final detections; :meth:`compute_losses` the
+    training losses of a batch ``{"image", "gt_boxes", "gt_classes", "gt_masks"}`` (:mod:`.train`)."""
 
-    `call(images)` runs inference and returns the final detections (see `detect`);
-    `forward_train` gives what `losses.py` needs.
-    """
-
-    def __init__(self, config: MaskRCNNConfig, backbone_weights: str | None = None, **kwargs: Any) -> None:
-        super().__init__(name=kwargs.pop("name", "mask_rcnn"), **kwargs)
-        self.config = config
+    def __init__(self, config: MaskRCNNConfig, weights: str | None = None, **kwargs: Any) -> None:
+        super().__init__(name="maskrcnn", **kwargs)
+        self.config = config.validate()
         c = config
-        self.backbone = build_backbone(c, backbone_weights)
-        L = keras.layers
-        self.lateral = [L.Conv2D(c.fpn_channels, 1, name=f"fpn_c{i + 2}p{i + 2}") for i in range(4)]
-        self.smooth = [L.Conv2D(c.fpn_channels, 3, padding="same", name=f"fpn_p{i + 2}") for i in range(4)]
-        self.upsample = L.UpSampling2D(2)
-        self.p6_pool = L.MaxPooling2D(1, strides=2)
-        na = len(c.anchor_ratios)
-        self.rpn_conv = L.Conv2D(c.fpn_channels, 3, padding="same", activation="relu", name="rpn_conv")
-        self.rpn_class = L.Conv2D(na, 1, name="rpn_class")
-        self.rpn_box = L.Conv2D(4 * na, 1, name="rpn_box",
-                                kernel_initializer=keras.initializers.RandomNormal(stddev=0.001))
-        self.box_fc1 = L.Dense(c.box_head_dim, activation="relu", name="box_fc1")
-        self.box_fc2 = L.Dense(c.box_head_dim, activation="relu", name="box_fc2")
-        self.class_logits = L.Dense(c.num_classes + 1, name="class_logits")
-        self.box_deltas = L.Dense(4 * (c.num_classes + 1), name="box_deltas",
-                                  kernel_initializer=keras.initializers.RandomNormal(stddev=0.001))
-        self.mask_convs = [L.Conv2D(c.mask_head_channels, 3, padding="same", activation="relu",
-                                    name=f"mask_conv{i + 1}") for i in range(4)]
-        self.mask_deconv = L.Conv2DTranspose(c.mask_head_channels, 2, strides=2, activation="relu",
-                                             name="mask_deconv")
-        self.mask_logits = L.Conv2D(c.num_classes, 1, name="mask_logits")
-        self.anchors = tf.constant(generate_anchors(c))
+        self.backbone: Backbone = build_backbone(c.backbone, c.image_height, c.image_width, weights)
+        self.backbone_model = self.backbone.model
+        ch = c.fpn_channels
+        small = keras.initializers.RandomNormal(stddev=0.01)
+        tiny = keras.initializers.RandomNormal(stddev=0.001)
+        self.fpn_lateral = [keras.layers.Conv2D(ch, 1, name=f"fpn_lateral_c{lv}") for lv in ROI_LEVELS]
+        self.fpn_output = [keras.layers.Conv2D(ch, 3, padding="same", name=f"fpn_p{lv}") for lv in ROI_LEVELS]
+        self.rpn_conv = keras.layers.Conv2D(ch, 3, padding="same", activation="relu", kernel_initializer=small,
+                                            name="rpn_conv")
+        a = c.anchors_per_location
+        self.rpn_class = keras.layers.Conv2D(a, 1, kernel_initializer=small, name="rpn_class")
+        self.rpn_box = keras.layers.Conv2D(4 * a, 1, kernel_initializer=small, name="rpn_box")
+        self.box_fc1 = keras.layers.Dense(c.box_head_units, activation="relu", name="box_fc1")
+        self.box_fc2 = keras.layers.Dense(c.box_head_units, activation="relu", name="box_fc2")
+        self.class_logits = keras.layers.Dense(c.num_classes + 1, kernel_initializer=small, name="class_logits")
+        self.box_deltas = keras.layers.Dense(4 * c.num_classes, kernel_initializer=tiny, name="box_deltas")
+        self.mask_convs = [keras.layers.Conv2D(c.mask_head_channels, 3, padding="same", activation="relu",
+                                               kernel_initializer="he_normal", name=f"mask_conv{i + 1}")
+                           for i in range(c.mask_head_convs)]
+        self.mask_up = keras.layers.Conv2DTranspose(c.mask_head_channels, 2, strides=2, activation="relu",
+                                                    kernel_initializer="he_normal", name="mask_deconv")
+        self.mask_logits = keras.layers.Conv2D(c.num_classes, 1, name="mask_logits")
+        self.anchors = generate_anchors(c)                        # (A, 4) numpy, fixed for the input size
 
-    # --- parts -------------------------------------------------------------------------------------
-    def features(self, images: tf.Tensor, training: bool = False) -> list[tf.Tensor]:
-        """FPN levels P2..P6 of uint8 images (B, S, S, 3)."""
-        cs = self.backbone(preprocess(images, self.config.backbone), training=training)
-        lat = [layer(x) for layer, x in zip(self.lateral, cs, strict=True)]
-        p = [None] * 4
-        p[3] = lat[3]
-        for i in (2, 1, 0):
-            p[i] = lat[i] + self.upsample(p[i + 1])
-        ps = [layer(x) for layer, x in zip(self.smooth, p, strict=True)]
-        return ps + [self.p6_pool(ps[3])]
+    # ------------------------------------------------------------------ network parts
+    def pyramid(self, images: tf.Tensor, training: bool = False) -> list[tf.Tensor]:
+        """P2..P6 from uint8 images."""
+        c2, c3, c4, c5 = self.backbone_model(self.backbone.preprocess(images), training=training)
+        laterals = [conv(x) for conv, x in zip(self.fpn_lateral, (c2, c3, c4, c5), strict=True)]
+        merged = [laterals[3]]
+        for lat in reversed(laterals[:3]):
+            up = tf.image.resize(merged[0], tf.shape(lat)[1:3], method="nearest")
+            merged.insert(0, lat + up)
+        outs = [conv(x) for conv, x in zip(self.fpn_output, merged, strict=True)]
+        outs.append(tf.nn.max_pool2d(outs[-1], 1, 2, "SAME"))     # P6 for the RPN
+        return outs
 
-    def rpn(self, feats: list[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
-        """Objectness logits (B, A) and deltas (B, A, 4) over all anchors."""
+    def rpn(self, pyramid: list[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        """Objectness logits (B, A) and box deltas (B, A, 4) for every anchor, in anchor order."""
         logits, deltas = [], []
-        for f in feats:
-            h = self.rpn_conv(f)
-            b = tf.shape(h)[0]
-            logits.append(tf.reshape(self.rpn_class(h), [b, -1]))
-            deltas.append(tf.reshape(self.rpn_box(h), [b, -1, 4]))
-        return tf.concat(logits, 1), tf.concat(deltas, 1)
+        for p in pyramid:
+            x = self.rpn_conv(p)
+            b = tf.shape(x)[0]
+            logits.append(tf.reshape(self.rpn_class(x), [b, -1]))
+            deltas.append(tf.reshape(self.rpn_box(x), [b, -1, 4]))
+        return tf.concat(logits, axis=1), tf.concat(deltas, axis=1)
 
-    def proposals(self, logits: tf.Tensor, deltas: tf.Tensor, count: int) -> tf.Tensor:
-        """Top proposals after NMS: (B, count, 4) normalised, padded with zero boxes; no gradient."""
-        logits, deltas = tf.stop_gradient(logits), tf.stop_gradient(deltas)
-        k = min(self.config.rpn_pre_nms, int(self.anchors.shape[0]))
-        scores, idx = tf.math.top_k(logits, k=k)
-        boxes = decode_boxes(tf.gather(deltas, idx, batch_dims=1), tf.gather(self.anchors, idx))
-        boxes = tf.clip_by_value(boxes, 0.0, 1.0)
+    def proposals(self, logits: tf.Tensor, deltas: tf.Tensor, pre_nms: int, post_nms: int
+                  ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Top ``post_nms`` boxes (B, N, 4) after NMS of the top ``pre_nms`` anchors, and their validity."""
+        c = self.config
+        top = tf.math.top_k(logits, k=min(pre_nms, int(self.anchors.shape[0])), sorted=False)
+        anchors = tf.gather(tf.constant(self.anchors), top.indices)
+        boxes = decode_boxes(tf.gather(deltas, top.indices, batch_dims=1), anchors, c.box_std)
+        boxes = clip_boxes(boxes, c.image_height, c.image_width)
         nms = tf.image.combined_non_max_suppression(
-            boxes[:, :, None, :], tf.sigmoid(scores)[:, :, None], max_output_size_per_class=count,
-            max_total_size=count, iou_threshold=self.config.rpn_nms_iou, score_threshold=0.0, clip_boxes=True)
-        return tf.stop_gradient(nms.nmsed_boxes)
+            boxes[:, :, None, :], tf.sigmoid(top.values)[:, :, None], max_output_size_per_class=post_nms,
+            max_total_size=post_nms, iou_threshold=c.rpn_nms_iou, score_threshold=float("-inf"),
+            pad_per_class=False, clip_boxes=False)
+        valid = tf.range(post_nms)[None, :] < nms.valid_detections[:, None]
+        return nms.nmsed_boxes, valid
 
-    def box_head(self, feats: list[tf.Tensor], rois: tf.Tensor, training: bool = False
-                 ) -> tuple[tf.Tensor, tf.Tensor]:
-        """Class logits (B, N, C+1) and class-specific deltas (B, N, C+1, 4) of RoIs (B, N, 4)."""
+    def _roi_features(self, pyramid: list[tf.Tensor], rois: tf.Tensor, size: int) -> tf.Tensor:
         c = self.config
-        x = roi_align(feats, rois, c.pool_size, c.image_size)
-        b, n = tf.shape(x)[0], tf.shape(x)[1]
-        x = tf.reshape(x, [b, n, c.pool_size * c.pool_size * c.fpn_channels])
+        return multilevel_roi_align(pyramid[:len(ROI_LEVELS)], rois, size, c.roi_sampling_ratio,
+                                    c.roi_canonical_size)
+
+    def box_head(self, pyramid: list[tf.Tensor], rois: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Class logits (B, R, C + 1) and per-class box deltas (B, R, C, 4) of (B, R, 4) RoIs."""
+        c = self.config
+        x = self._roi_features(pyramid, rois, c.pool_size)
+        shape = tf.shape(x)
+        x = tf.reshape(x, [shape[0], shape[1], c.pool_size * c.pool_size * c.fpn_channels])
         x = self.box_fc2(self.box_fc1(x))
-        return self.class_logits(x), tf.reshape(self.box_deltas(x), [b, n, c.num_classes + 1, 4])
+        deltas = tf.reshape(self.box_deltas(x), [shape[0], shape[1], c.num_classes, 4])
+        return self.class_logits(x), deltas
 
-    def mask_head(self, feats: list[tf.Tensor], rois: tf.Tensor) -> tf.Tensor:
-        """Mask logits (B, N, M, M, C) of RoIs (B, N, 4)."""
+    def mask_head(self, pyramid: list[tf.Tensor], rois: tf.Tensor) -> tf.Tensor:
+        """Mask logits (B, R, M, M, C) of (B, R, 4) RoIs."""
         c = self.config
-        x = roi_align(feats, rois, c.mask_pool_size, c.image_size)
-        b, n = tf.shape(x)[0], tf.shape(x)[1]
-        x = tf.reshape(x, [-1, c.mask_pool_size, c.mask_pool_size, c.fpn_channels])
+        x = self._roi_features(pyramid, rois, c.mask_pool_size)
+        b, r = tf.shape(x)[0], tf.shape(x)[1]
+        x = tf.reshape(x, [b * r, c.mask_pool_size, c.mask_pool_size, c.fpn_channels])
         for conv in self.mask_convs:
             x = conv(x)
-        x = self.mask_logits(self.mask_deconv(x))
-        return tf.reshape(x, [b, n, c.mask_size, c.mask_size, c.num_classes])
+        x = self.mask_logits(self.mask_up(x))
+        return tf.reshape(x, [b, r, c.mask_size, c.mask_size, c.num_classes])
 
-    # --- inference ---------------------------------------------------------------------------------
+    # ------------------------------------------------------------------ inference
     def detect(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Final detections of uint8 images (B, S, S, 3), D = max_detections:
-
-        boxes (B, D, 4) [x1, y1, x2, y2] input pixels; scores (B, D); classes (B, D) int32 into class_names;
-        masks (B, D, M, M) float probabilities over each box; num_detections (B,) int32.
-        """
+        """Final detections of uint8 (B, H, W, 3) images; see the module docstring for the outputs."""
         c = self.config
-        feats = self.features(images, training=False)
-        logits, deltas = self.rpn(feats)
-        rois = self.proposals(logits, deltas, c.rpn_post_nms_infer)
-        cls_logits, box_deltas = self.box_head(feats, rois)
-        probs = tf.nn.softmax(cls_logits, axis=-1)[..., 1:]                           # (B, N, C)
-        boxes = decode_boxes(box_deltas[:, :, 1:, :], rois[:, :, None, :])           # (B, N, C, 4)
-        boxes = tf.clip_by_value(boxes, 0.0, 1.0)
+        pyramid = self.pyramid(images, training=False)
+        logits, deltas = self.rpn(pyramid)
+        rois, valid = self.proposals(logits, deltas, c.pre_nms_test, c.post_nms_test)
+        class_logits, box_deltas = self.box_head(pyramid, rois)
+        probs = tf.nn.softmax(class_logits, axis=-1)[..., 1:] * tf.cast(valid, tf.float32)[..., None]
+        boxes = clip_boxes(decode_boxes(box_deltas, rois[:, :, None, :], c.box_std), c.image_height, c.image_width)
         nms = tf.image.combined_non_max_suppression(
             boxes, probs, max_output_size_per_class=c.max_detections, max_total_size=c.max_detections,
-            iou_threshold=c.detection_nms_iou, score_threshold=c.detection_min_score, clip_boxes=True,
-            pad_per_class=False)
+            iou_threshold=c.detection_nms_iou, score_threshold=c.detection_min_score, pad_per_class=False,
+            clip_boxes=False)
         det_boxes = nms.nmsed_boxes
         classes = tf.cast(nms.nmsed_classes, tf.int32)
-        mask_logits = self.mask_head(feats, det_boxes)                                # (B, D, M, M, C)
-        masks = tf.gather(tf.transpose(mask_logits, [0, 1, 4, 2, 3]), classes, batch_dims=2)
-        s = float(c.image_size)
-        pixel = tf.stack([det_boxes[..., 1], det_boxes[..., 0], det_boxes[..., 3], det_boxes[..., 2]], -1) * s
-        return {"boxes": pixel, "scores": nms.nmsed_scores, "classes": classes, "masks": tf.sigmoid(masks),
-                "num_detections": tf.cast(nms.valid_detections, tf.int32)}
+        mask_logits = self.mask_head(pyramid, det_boxes)                      # (B, D, M, M, C)
+        mask_logits = tf.gather(tf.transpose(mask_logits, [0, 1, 4, 2, 3]), classes, batch_dims=2)
+        count = nms.valid_detections
+        keep = tf.cast(tf.range(c.max_detections)[None, :] < count[:, None], tf.float32)
+        return {
+            "boxes": yxyx_to_xyxy(det_boxes) * keep[..., None],
+            "scores": nms.nmsed_scores * keep,
+            "classes": classes * tf.cast(keep, tf.int32),
+            "masks": tf.sigmoid(mask_logits) * keep[..., None, None],
+            "num_detections": tf.cast(count, tf.int32),
+        }
 
     def call(self, images: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
         return self.detect(images)
 
-    def serving_signature(self) -> list[tf.TensorSpec]:
-        s = self.config.image_size
-        return [tf.TensorSpec([None, s, s, 3], tf.uint8, name="image")]
+    # ------------------------------------------------------------------ training
+    def compute_losses(self, batch: dict[str, tf.Tensor], training: bool = True) -> dict[str, tf.Tensor]:
+        """The five Mask R-CNN losses for one batch of images with padded ground truth."""
+        c = self.config
+        gt_boxes = tf.cast(batch["gt_boxes"], tf.float32)
+        gt_classes = tf.cast(batch["gt_classes"], tf.int32)
+        pyramid = self.pyramid(batch["image"], training=training)
+        logits, deltas = self.rpn(pyramid)
+        anchors = tf.constant(self.anchors)
+        t = rpn_targets(anchors, gt_boxes, gt_classes, c.rpn_pos_iou, c.rpn_neg_iou, c.rpn_batch_per_image,
+                        c.rpn_pos_fraction, c.box_std)
+        rpn_class = _weighted_mean(
+            tf.nn.sigmoid_cross_entropy_with_logits(labels=t.labels, logits=logits), t.weights)
+        rpn_box = _weighted_mean(tf.reduce_sum(_smooth_l1(deltas - t.deltas), axis=-1), t.box_weights)
+
+        rois, valid = self.proposals(tf.stop_gradient(logits), tf.stop_gradient(deltas), c.pre_nms_train,
+                                     c.post_nms_train)
+        rois = tf.stop_gradient(rois)
+        s = sample_rois(rois, valid, gt_boxes, gt_classes, c.rois_per_image, c.roi_pos_fraction, c.roi_pos_iou,
+                        c.box_std)
+        class_logits, box_deltas = self.box_head(pyramid, s.rois)
+        class_loss = _weighted_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=s.classes, logits=class_logits), s.weights)
+        target_class = tf.maximum(s.classes - 1, 0)
+        pred_deltas = tf.gather(box_deltas, target_class, batch_dims=2)
+        box_loss = _weighted_mean(tf.reduce_sum(_smooth_l1(pred_deltas - s.deltas), axis=-1), s.pos_weights)
+
+        npos = max(1, int(round(c.rois_per_image * c.roi_pos_fraction)))
+        pos_rois = s.rois[:, :npos]
+        mask_logits = self.mask_head(pyramid, pos_rois)                          # (B, P, M, M, C)
+        mask_logits = tf.gather(tf.transpose(mask_logits, [0, 1, 4, 2, 3]), target_class[:, :npos], batch_dims=2)
+        targets = mask_targets(batch["gt_masks"], pos_rois, s.matched[:, :npos], c.mask_size)
+        per_roi = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=mask_logits),
+                                 axis=[2, 3])
+        mask_loss = _weighted_mean(per_roi, s.pos_weights[:, :npos]) * c.mask_loss_weight
+        return {"rpn_class": rpn_class, "rpn_box": rpn_box, "class": class_loss, "box": box_loss,
+                "mask": mask_loss}
+
+    # ------------------------------------------------------------------ helpers
+    def build_for_input(self) -> MaskRCNN:
+        """Create every variable by running one blank image through the detection graph."""
+        c = self.config
+        self(tf.zeros([1, c.image_height, c.image_width, 3], tf.uint8))   # through __call__: marks it built
+        return self
+
+    def set_trainable_layers(self, which: str) -> None:
+        """"heads": only FPN, RPN and heads train; "5+", "4+", "3+": also those backbone stages; "all"."""
+        self.backbone.set_trainable(which)
 
 
-def build_model(config: MaskRCNNConfig, backbone_weights: str | None = None) -> MaskRCNN:
-    """A built MaskRCNN (weights created by one dummy forward pass)."""
-    model = MaskRCNN(config, backbone_weights)
-    model(tf.zeros([1, config.image_size, config.image_size, 3], tf.uint8))
-    return model
+def build_model(config: MaskRCNNConfig, weights: str | None = None) -> MaskRCNN:
+    """A built Mask R-CNN (every variable created)."""
+    return MaskRCNN(config, weights=weights).build_for_input()
+
+
+def count_parameters(model: MaskRCNN) -> int:
+    return int(sum(np.prod(v.shape) for v in model.weights))

@@ -1,8 +1,9 @@
 """The SegNet gRPC service (protos/sipec/v1/segnet.proto).
 
 - `Segment`: one frame -> instances (RLE mask, box, score, COM) sorted by score. The frame is letterboxed to
-  the model's input size; boxes and masks come back in frame pixels. `min_score` (0 = the model's default)
-  and `max_instances` (0 = no limit) apply per call; `omit_masks` leaves masks out. INVALID_ARGUMENT for an
+  the model's input size; boxes and masks come back in frame pixels. `min_score` (0 = the model's
+  `default_min_score` from its metadata, 0.5 for models trained here) and `max_instances` (0 = no limit)
+  apply per call; `omit_masks` leaves masks out. INVALID_ARGUMENT for an
   undecodable image or a bad min_score (the message names the field), RESOURCE_EXHAUSTED above --max-pixels,
   UNAVAILABLE when the backend is down.
 - `SegmentStream`: one response per request, in order. Frames that have arrived are batched to the backend
@@ -61,14 +62,16 @@ class SegNetServicer(ModuleService):
         self.max_batch = max_batch
         self.max_pixels = max_pixels
 
-    def _model(self) -> tuple[int, list[str]]:
+    def _model(self) -> tuple[tuple[int, int], list[str], float]:
+        """(input height, width), class names and default min_score of the served model."""
         meta = self.metadata()
-        size = int(meta.info.get("input", {}).get("height", 0))
-        if not size:
+        size = meta.info.get("input", {})
+        height, width = int(size.get("height", 0)), int(size.get("width", 0))
+        if not height or not width:
             raise Unavailable(f"segnet: model {meta.name!r} has no input size in its metadata")
-        return size, list(meta.info.get("class_names", []))
+        return (height, width), list(meta.info.get("class_names", [])), float(meta.info.get("default_min_score", 0.5))
 
-    def _prepare(self, request: Any, size: int) -> _Frame:
+    def _prepare(self, request: Any, size: tuple[int, int]) -> _Frame:
         frame = _Frame(request)
         try:
             ms = request.min_score
@@ -78,7 +81,7 @@ class SegNetServicer(ModuleService):
                 raise InvalidInput("image: missing")
             img = image_from_proto(request.image, max_pixels=self.max_pixels, field="image")
             frame.height, frame.width = img.shape[:2]
-            frame.image, frame.scale = letterbox(img, size)
+            frame.image, frame.scale = letterbox(img, size[0], size[1])
         except (ValueError, ServingError) as exc:
             frame.error = exc
         return frame
@@ -94,12 +97,14 @@ class SegNetServicer(ModuleService):
         out = {k: np.asarray(v) for k, v in pred.outputs.items()}
         return [{k: v[i] for k, v in out.items()} for i in range(len(frames))], pred.model_version
 
-    def _respond(self, frame: _Frame, det: dict[str, np.ndarray], version: int, class_names: list[str]) -> Any:
+    def _respond(self, frame: _Frame, det: dict[str, np.ndarray], version: int, class_names: list[str],
+                 default_min_score: float) -> Any:
         from sipec.v1 import segnet_pb2
 
         r = frame.request
         insts = to_instances(det, frame.scale, frame.height, frame.width, class_names,
-                             min_score=r.min_score, max_instances=r.max_instances, omit_masks=r.omit_masks)
+                             min_score=r.min_score or default_min_score, max_instances=r.max_instances,
+                             omit_masks=r.omit_masks)
         return segnet_pb2.SegmentResponse(frame=r.frame, model_version=version,
                                           instances=[instance_to_proto(i) for i in insts])
 
@@ -110,17 +115,17 @@ class SegNetServicer(ModuleService):
 
     @grpc_errors
     def Segment(self, request: Any, context: Any) -> Any:
-        size, names = self._model()
+        size, names, default_min = self._model()
         frame = self._prepare(request, size)
         if frame.error is not None:
             raise frame.error
         dets, version = self._predict([frame])
-        return self._respond(frame, dets[0], version, names)
+        return self._respond(frame, dets[0], version, names, default_min)
 
     def _answer_batch(self, requests: list[Any]) -> list[Any]:
         """Responses of a batch of stream requests; never raises."""
         try:
-            size, names = self._model()
+            size, names, default_min = self._model()
         except ServingError as exc:
             return [self._error_response(r, exc) for r in requests]
         frames = [self._prepare(r, size) for r in requests]
@@ -130,7 +135,7 @@ class SegNetServicer(ModuleService):
             try:
                 dets, version = self._predict(good)
                 for f, d in zip(good, dets, strict=True):
-                    results[id(f)] = self._respond(f, d, version, names)
+                    results[id(f)] = self._respond(f, d, version, names, default_min)
             except (ServingError, ValueError) as exc:
                 log.warning("segnet stream: batch of %d frames failed: %s", len(good), exc)
                 for f in good:

@@ -4,11 +4,17 @@ Reads a VIA 2 project (`_via_img_metadata`) or a VIA 1/2 "export annotations as 
 image entries with `filename` and `regions`, regions a list or a dict). Polygon, polyline-closed, rect,
 circle and ellipse regions become RLE masks; the category is the region attribute `class_attribute`
 (default: every region is an "animal"). Image sizes are read from the images.
+
+`sipec train segnet --via FILE --images DIR` reads VIA directly; to write the COCO file:
+
+    python -m services.segnet.via VIA.json --images DIR --out coco.json [--class-attribute NAME]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +81,30 @@ def via_to_coco(via_json: Path, images_dir: Path, class_attribute: str | None = 
                                             category_id=names.index(name) + 1))
     cats = [make_category(i + 1, n) for i, n in enumerate(names or ["animal"])]
     return CocoInstances(images=images, annotations=anns, categories=cats, info={"source": str(via_json)})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Convert a VIA project to a COCO instances file; errors name the file and the problem (exit 2)."""
+    from sipec.data.coco import write_coco_instances
+
+    p = argparse.ArgumentParser(prog="python -m services.segnet.via", description=main.__doc__)
+    p.add_argument("via", type=Path, help="VIA project or exported annotations JSON")
+    p.add_argument("--images", type=Path, required=True, help="folder of the annotated images")
+    p.add_argument("--out", type=Path, required=True, help="COCO instances JSON to write")
+    p.add_argument("--class-attribute", default=None, help="region attribute holding the class name")
+    args = p.parse_args(argv)
+    try:
+        if not args.images.is_dir():
+            raise ValueError(f"--images: directory not found: {args.images}")
+        coco = via_to_coco(args.via, args.images, args.class_attribute)
+    except ValueError as exc:
+        print(f"via: error: {exc}", file=sys.stderr)
+        return 2
+    write_coco_instances(args.out, coco)
+    print(f"via: wrote {len(coco.images)} images, {len(coco.annotations)} instances, "
+          f"classes {[c['name'] for c in coco.categories]} to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

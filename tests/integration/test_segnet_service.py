@@ -1,8 +1,9 @@
 """`sipec serve segnet` as a real process: Segment, SegmentStream, GetModelInfo, health, both backends.
 
-The served model is an exported, UNTRAINED small Mask R-CNN (random weights, seed 0): these tests check the
-service's contract (batching, filtering, mask pasting, errors), not segmentation quality, which the trained
-models of docs/benchmarks.md measure. Untrained class scores are near 0.5, so every frame has detections.
+The served model is the real Mask R-CNN graph in a small configuration, exported UNTRAINED (random weights,
+seed 0): these tests check the service's contract (letterboxing, batching, filtering, mask pasting, errors,
+backends), not segmentation quality, which the trained models of docs/benchmarks.md measure. Untrained
+class scores are near 0.5 and the model's default_min_score is set to 0.05, so every frame has detections.
 """
 
 from __future__ import annotations
@@ -15,21 +16,23 @@ from sipec.api.convert import image_to_proto, instance_from_proto
 from tests.conftest import ServerProcess, wait_until
 
 READY = r"segnet: serving on port (\d+)"
-SIZE = 64
+H, W = 64, 96
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     import keras
 
-    from services.segnet.model import MaskRCNNConfig, build_model
+    from services.segnet.config import MaskRCNNConfig
+    from services.segnet.model import build_model
     from services.segnet.train import export_model
 
     keras.utils.set_random_seed(0)
-    config = MaskRCNNConfig(image_size=SIZE, anchor_sizes=(8, 16, 32, 64, 128), fpn_channels=16, box_head_dim=32,
-                            mask_head_channels=8, rpn_pre_nms=200, rpn_post_nms_infer=16, max_detections=6)
+    config = MaskRCNNConfig(image_height=H, image_width=W, fpn_channels=16, box_head_units=32, mask_head_convs=1,
+                            mask_head_channels=8, anchor_sizes=(8.0, 16.0, 32.0, 64.0, 128.0), pre_nms_test=200,
+                            post_nms_test=24, max_detections=6, default_min_score=0.05)
     root = tmp_path_factory.mktemp("segnet-repo")
-    export_model(build_model(config), root, "segnet", ["animal"], {"note": "untrained, for service tests"})
+    export_model(build_model(config), root, "segnet", {"note": "untrained, for service tests"})
     return root
 
 
@@ -137,8 +140,9 @@ def test_model_info_and_health(server, stub):
     from sipec.v1 import common_pb2
 
     info = stub.GetModelInfo(common_pb2.GetModelInfoRequest(), timeout=30)
-    assert info.module == "segnet" and info.input_height == SIZE and list(info.class_names) == ["animal"]
-    assert "Mask R-CNN" in info.architecture and info.backend == "local"
+    assert info.module == "segnet" and (info.input_height, info.input_width) == (H, W)
+    assert list(info.class_names) == ["animal"]
+    assert info.architecture == "maskrcnn-mobilenetv2-0.35-fpn" and info.backend == "local"
     channel = grpc.insecure_channel(f"localhost:{server.match.group(1)}")
     health = health_pb2_grpc.HealthStub(channel)
     assert wait_until(lambda: health.Check(health_pb2.HealthCheckRequest(service="sipec.v1.SegNet"))

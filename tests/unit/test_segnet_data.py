@@ -1,4 +1,4 @@
-"""SegNet data loading, VIA conversion, post-processing and CLI errors (no network involved)."""
+"""SegNet data loading, VIA conversion, post-processing, evaluation and CLI errors (no network trained)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from services.segnet.data import letterbox, letterbox_mask, load_coco, load_synth
-from services.segnet.evaluate import folds
+from services.segnet.data import letterbox, letterbox_mask, load_coco, load_synth, parse_frames
+from services.segnet.evaluate import ablation_splits, evaluate, folds
 from services.segnet.postprocess import paste_mask, to_instances
+from services.segnet.via import main as via_main
 from services.segnet.via import via_to_coco
 from sipec.cli import main
 from sipec.data.coco import write_coco_instances
@@ -20,55 +21,108 @@ from sipec.data.coco import write_coco_instances
 def synth(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
     assert main(["synth", "--out", str(out), "--animals", "3", "--frames", "6", "--seed", "4",
-                 "--size", "320x240"]) == 0
+                 "--size", "320x240", "--quiet"]) == 0
     return out
 
 
-def test_letterbox_scales_the_longer_side_and_pads_bottom_right():
+@pytest.fixture()
+def rect_coco(tmp_path):
+    """Two PNG images with rectangles drawn as VIA regions of two classes, converted to COCO."""
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(tmp_path / name), np.zeros((50, 60, 3), np.uint8))
+    via = {"_via_img_metadata": {
+        "a.png1": {"filename": "a.png", "size": 1, "regions": [
+            {"shape_attributes": {"name": "rect", "x": 10, "y": 5, "width": 20, "height": 10},
+             "region_attributes": {"species": "mouse"}},
+            {"shape_attributes": {"name": "polygon", "all_points_x": [40, 55, 55, 40],
+                                  "all_points_y": [30, 30, 45, 45]},
+             "region_attributes": {"species": "rat"}}]},
+        "b.png2": {"filename": "b.png", "size": 1, "regions": {"0": {
+            "shape_attributes": {"name": "rect", "x": 0, "y": 20, "width": 30, "height": 30},
+            "region_attributes": {"species": "mouse"}}}}}}
+    (tmp_path / "via.json").write_text(json.dumps(via))
+    return tmp_path
+
+
+def test_letterbox_scales_to_fit_and_pads_bottom_right():
     img = np.full((240, 320, 3), 200, np.uint8)
-    out, scale = letterbox(img, 64)
-    assert out.shape == (64, 64, 3) and scale == pytest.approx(0.2)
-    assert out[:48].min() == 200 and out[48:].max() == 0
+    out, scale = letterbox(img, 64, 96)
+    assert out.shape == (64, 96, 3) and scale == pytest.approx(64 / 240)
+    assert out[:, :85].min() == 200 and out[:, 86:].max() == 0
     m = np.zeros((240, 320), bool)
     m[0:120, 160:320] = True
-    lm = letterbox_mask(m, 64)
-    assert lm[:24, 32:].all() and not lm[24:].any()
+    lm = letterbox_mask(m, 64, 96)
+    assert lm[:32, 43:85].all() and not lm[33:].any() and not lm[:, 86:].any()
 
 
-def test_load_synth_reads_frames_of_the_video_with_their_masks(synth):
-    data = load_synth(synth, 64, max_instances=4)
-    assert data.images.shape == (6, 64, 64, 3) and data.masks.shape == (6, 4, 64, 64)
+def test_load_synth_reads_video_frames_with_masks_at_both_resolutions(synth):
+    data = load_synth(synth, (64, 96), max_instances=4)
+    assert data.images.shape == (6, 64, 96, 3) and data.masks.shape[0] == 6 and data.masks.shape[2:] == (64, 96)
     assert data.class_names == ["animal"] and data.images.max() > 0
-    assert (data.classes > 0).sum(axis=1).max() <= 3
+    assert np.allclose(data.scales, 64 / 240) and (data.frame_sizes == [240, 320]).all()
+    assert all(len(g) == int((c > 0).sum()) for g, c in zip(data.gt, data.classes, strict=True))
+    assert data.gt[0][0][1]["size"] == [240, 320]
+    part = load_synth(synth, (64, 96), frames=slice(4, None))
+    assert len(part) == 2 and part.sources[0].endswith("#4")
     for i, j in zip(*np.nonzero(data.classes), strict=True):
-        assert data.masks[i, j].any() and not data.masks[i, j, 48:].any()   # nothing in the padding
+        assert data.masks[i, j].any() and not data.masks[i, j, :, 86:].any()   # nothing in the padding
 
 
 def test_load_synth_missing_folder_names_the_file(tmp_path):
     with pytest.raises(ValueError, match="annotations.json"):
-        load_synth(tmp_path, 64)
+        load_synth(tmp_path, (64, 64))
 
 
-def test_via_polygons_and_rects_become_coco(tmp_path):
-    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((50, 60, 3), np.uint8))
-    via = {"_via_img_metadata": {"a.png1": {"filename": "a.png", "size": 1, "regions": [
-        {"shape_attributes": {"name": "rect", "x": 10, "y": 5, "width": 20, "height": 10},
-         "region_attributes": {"species": "mouse"}},
-        {"shape_attributes": {"name": "polygon", "all_points_x": [40, 55, 55, 40], "all_points_y": [30, 30, 45, 45]},
-         "region_attributes": {"species": "rat"}}]}}}
-    (tmp_path / "via.json").write_text(json.dumps(via))
-    coco = via_to_coco(tmp_path / "via.json", tmp_path, "species")
+def test_via_regions_become_coco_and_load(rect_coco):
+    coco = via_to_coco(rect_coco / "via.json", rect_coco, "species")
     assert [c["name"] for c in coco.categories] == ["mouse", "rat"]
     assert coco.annotations[0]["area"] == 200 and coco.annotations[0]["bbox"] == [10, 5, 20, 10]
-    assert coco.annotations[1]["category_id"] == 2
-    write_coco_instances(tmp_path / "coco.json", coco)
-    data = load_coco(tmp_path / "coco.json", 64, images_dir=tmp_path)
+    assert [a["category_id"] for a in coco.annotations] == [1, 2, 1]
+    write_coco_instances(rect_coco / "coco.json", coco)
+    data = load_coco(rect_coco / "coco.json", rect_coco, (64, 64))
     assert data.class_names == ["mouse", "rat"] and sorted(data.classes[0][:2]) == [1, 2]
     bad = {"_via_img_metadata": {"x": {"filename": "a.png", "regions": [
         {"shape_attributes": {"name": "point", "cx": 1, "cy": 1}}]}}}
-    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    (rect_coco / "bad.json").write_text(json.dumps(bad))
     with pytest.raises(ValueError, match="region 0.*'point' is not supported"):
-        via_to_coco(tmp_path / "bad.json", tmp_path)
+        via_to_coco(rect_coco / "bad.json", rect_coco)
+
+
+def test_via_converter_command(rect_coco, capsys):
+    assert via_main([str(rect_coco / "via.json"), "--images", str(rect_coco), "--out", str(rect_coco / "c.json"),
+                     "--class-attribute", "species"]) == 0
+    assert json.loads((rect_coco / "c.json").read_text())["categories"][1]["name"] == "rat"
+    assert via_main([str(rect_coco / "nope.json"), "--images", str(rect_coco), "--out", str(rect_coco / "d.json")]) == 2
+    assert "nope.json" in capsys.readouterr().err
+
+
+def test_evaluate_perfect_and_empty_predictions(rect_coco):
+    """The evaluation pipeline scores the ground truth itself as 1.0 and no detections as 0."""
+    write_coco_instances(rect_coco / "coco.json", via_to_coco(rect_coco / "via.json", rect_coco))
+    data = load_coco(rect_coco / "coco.json", rect_coco, (64, 64))
+
+    def oracle(images):
+        n, g = len(images), data.masks.shape[1]
+        out = {"boxes": np.zeros((n, g, 4), np.float32), "scores": np.zeros((n, g), np.float32),
+               "classes": np.zeros((n, g), np.int32), "masks": np.ones((n, g, 28, 28), np.float32),
+               "num_detections": np.zeros(n, np.int32)}
+        for i in range(n):
+            k = 0
+            for j in range(g):
+                ys, xs = np.nonzero(data.masks[i, j])
+                if ys.size:
+                    out["boxes"][i, k] = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+                    out["scores"][i, k] = 0.9
+                    k += 1
+            out["num_detections"][i] = k
+        return out
+
+    row = evaluate(oracle, data)
+    assert row["instances"] == 3 and row["detections"] == 3
+    assert row["map50"] == pytest.approx(1.0) and row["box_map50"] == pytest.approx(1.0)
+    assert row["mean_iou"] > 0.9 and row["recall50"] == 1.0
+    empty = evaluate(lambda images: {**oracle(images), "num_detections": np.zeros(len(images), np.int32)}, data)
+    assert empty["map50"] == 0.0 and empty["detections"] == 0 and np.isnan(empty["mean_iou"])
 
 
 def test_paste_mask_fills_the_box():
@@ -94,22 +148,42 @@ def test_to_instances_filters_sorts_and_maps_back():
     assert len(to_instances(det, 0.5, 100, 100, ["animal"], max_instances=1)) == 1
     bare = to_instances(det, 0.5, 100, 100, ["animal"], omit_masks=True)
     assert bare[0].rle is None and bare[0].com is not None
+    named = to_instances({**det, "classes": np.array([1, 0, 1, 0], np.int32)}, 0.5, 100, 100, ["mouse", "rat"])
+    assert [i.class_name for i in named] == ["mouse", "rat", "rat"]
 
 
-def test_folds_are_contiguous_and_cover_everything():
+def test_folds_ablation_and_frames():
     parts = folds(10, 5)
     assert [list(te) for _, te in parts] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
     assert all(len(tr) == 8 for tr, _ in parts)
     with pytest.raises(ValueError, match="--folds"):
         folds(3, 5)
+    test, trains = ablation_splits(20, [2, 5], 0.3, seed=0)
+    assert list(test) == list(range(14, 20)) and [len(t) for t in trains] == [2, 5]
+    assert set(trains[0]) <= set(trains[1]) and max(trains[1]) < 14
+    with pytest.raises(ValueError, match="--train-sizes"):
+        ablation_splits(20, [15], 0.3, seed=0)
+    assert parse_frames("0:1050") == slice(0, 1050) and parse_frames("1050:") == slice(1050, None)
+    with pytest.raises(ValueError, match="START:STOP"):
+        parse_frames("12")
 
 
-def test_cli_errors_name_the_file_or_flag(tmp_path, capsys):
+def test_cli_errors_name_the_file_or_flag(tmp_path, synth, capsys):
+    repo = str(tmp_path / "repo")
     assert main(["train", "segnet", "--coco", str(tmp_path / "nope.json"), "--images", str(tmp_path),
-                 "--out", str(tmp_path / "repo")]) == 2
+                 "--out", repo]) == 2
     assert "--coco: file not found" in capsys.readouterr().err
-    assert main(["train", "segnet", "--synth", str(tmp_path), "--out", str(tmp_path / "repo")]) == 2
+    assert main(["train", "segnet", "--synth", str(tmp_path), "--out", repo]) == 2
     assert "annotations.json: not found" in capsys.readouterr().err
-    assert main(["train", "segnet", "--synth", str(tmp_path), "--out", str(tmp_path / "r"), "--image-size", "100"]) == 2
+    assert main(["train", "segnet", "--synth", str(synth), "--out", repo, "--image-size", "100x64"]) == 2
     assert "--image-size" in capsys.readouterr().err
-    assert main(["evaluate", "segnet", "--synth", str(tmp_path), "--folds", "2"]) == 2
+    assert main(["train", "segnet", "--synth", str(synth), "--out", repo, "--frames", "7"]) == 2
+    assert "--frames" in capsys.readouterr().err
+    assert main(["train", "segnet", "--synth", str(synth), "--out", repo, "--weights", str(tmp_path / "w.h5")]) == 2
+    assert "--weights: file not found" in capsys.readouterr().err
+    assert main(["evaluate", "segnet", "--synth", str(synth)]) == 2
+    assert "--model-repo, --folds" in capsys.readouterr().err
+    assert main(["evaluate", "segnet", "--synth", str(synth), "--model-repo", str(tmp_path / "none")]) == 2
+    assert "--model-repo: directory not found" in capsys.readouterr().err
+    assert main(["evaluate", "segnet", "--synth", str(synth), "--folds", "9"]) == 2
+    assert "--folds must be between 2 and the number of images (6)" in capsys.readouterr().err
