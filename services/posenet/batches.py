@@ -8,6 +8,7 @@ import numpy as np
 
 from services.posenet.crops import Augment, make_crop
 from services.posenet.data import PoseSample
+from services.posenet.model import OUTPUT_NAME
 from services.posenet.targets import heatmap_targets
 
 
@@ -46,14 +47,14 @@ def make_dataset(samples: list[PoseSample], size: int, stride: int, batch_size: 
             # no ragged last batch (TF 2.21 on CPU aborted with "double free" on one with 8-channel layers)
             return max(1, len(samples) // batch_size)
 
-        def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        def __getitem__(self, i: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
             idx = self.order[i * batch_size:(i + 1) * batch_size]
             xs, ys = [], []
             for j in idx:
                 crop, kp, _ = sample_crop(samples[j], size, augment, self.rng)
                 xs.append(crop)
                 ys.append(heatmap_targets(kp, size, stride, sigma))
-            return np.stack(xs), np.stack(ys)
+            return np.stack(xs), {OUTPUT_NAME: np.stack(ys)}
 
         def on_epoch_end(self) -> None:
             self.order = self.rng.permutation(len(samples))

@@ -1,8 +1,11 @@
 """`sipec evaluate posenet`: keypoint error of an exported model on the held-out images.
 
 Reports, in pixels of the ORIGINAL image: RMSE over all labelled keypoints, RMSE over those predicted with
-confidence >= p-cutoff (as DeepLabCut reports), PCK at a pixel threshold, and RMSE per keypoint. The test set
-is the training split recorded in the model's metadata (same mode, fraction and seed), or another one.
+confidence >= p-cutoff (as DeepLabCut reports), PCK at a pixel threshold, and RMSE per keypoint; optionally the
+same on the training images. The test set is the training split recorded in the model's metadata (same mode,
+fraction and seed), or another one; crops are cut as the model was trained (``crop`` in its metadata: centre
+source and side), unless overridden. Inference goes through the exported SavedModel (a LocalBackend) and the
+service's own decoding (:mod:`services.posenet.predict`).
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from typing import Any
 import numpy as np
 
 from services.posenet.batches import crop_batch
-from services.posenet.data import DataError, PoseData, load_samples
+from services.posenet.data import CENTERS, CropSpec, DataError, LabelSet, PoseSample, cut_samples, load_labels
 from services.posenet.predict import estimate_crops, to_frame
 from services.posenet.split import split_samples
+
+PREDICTION_SUFFIXES = (".csv", ".h5", ".slp", ".nwb")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,6 +33,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="test set: 'model' (the training split, default), 'all', random, last or fold:i/n")
     p.add_argument("--test-fraction", type=float, default=None, help="with --split random|last")
     p.add_argument("--split-seed", type=int, default=None, help="with --split random|fold")
+    p.add_argument("--crop-center", default=None, choices=CENTERS,
+                   help="crop centre (default: the model's, from its metadata)")
+    p.add_argument("--crop-side", type=float, default=None, help="crop side in frame pixels (default: the model's)")
+    p.add_argument("--train-metrics", action="store_true",
+                   help="also report the metrics on the training images (DeepLabCut reports train and test error)")
     p.add_argument("--pcutoff", type=float, default=0.6, help="confidence cut-off for the second RMSE (DLC: 0.6)")
     p.add_argument("--pck-px", type=float, default=5.0, help="PCK threshold in original-image pixels")
     p.add_argument("--json", default=None, help="also write the metrics as JSON to this file")
@@ -49,19 +59,25 @@ def keypoint_metrics(pred: np.ndarray, true: np.ndarray, names: list[str], pcuto
             "n_animals": int(len(true))}
 
 
-def evaluate(backend: Any, data: PoseData, test_idx: list[int], size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted (N, K, 3) and true (N, K, 2) keypoints in original-image pixels."""
-    samples = [data.samples[i] for i in test_idx]
-    crops, mats = crop_batch(samples, size)
-    kp, _ = estimate_crops(backend, crops)
-    return to_frame(kp, mats), np.stack([s.keypoints for s in samples])
+def evaluate(backend: Any, samples: list[PoseSample], size: int, batch_size: int = 32
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted (N, K, 3) and true (N, K, 2) keypoints in original-image pixels, batch by batch."""
+    preds, trues = [], []
+    for i in range(0, len(samples), batch_size):
+        chunk = samples[i:i + batch_size]
+        crops, mats = crop_batch(chunk, size)
+        kp, _ = estimate_crops(backend, crops, batch_size=batch_size)
+        preds.append(to_frame(kp, mats))
+        trues.append(np.stack([s.keypoints for s in chunk]))
+    return np.concatenate(preds), np.concatenate(trues)
 
 
-def _test_indices(args: argparse.Namespace, data: PoseData, info: dict) -> list[int]:
+def split_indices(args: argparse.Namespace, labels: LabelSet, info: dict) -> tuple[list[int], list[int]]:
+    """(train, test) animal indices: the model's recorded split, 'all' (no training part) or a new one."""
     split = info.get("training", {}).get("data", {}).get("split", {})
     mode = args.split or "model"
     if mode == "all":
-        return list(range(len(data.samples)))
+        return [], list(range(len(labels.animals)))
     if mode == "model":
         if not split:
             raise ValueError("the model's metadata records no split: pass --split")
@@ -69,7 +85,17 @@ def _test_indices(args: argparse.Namespace, data: PoseData, info: dict) -> list[
     else:
         fraction = args.test_fraction if args.test_fraction is not None else split.get("test_fraction", 0.05)
         seed = args.split_seed if args.split_seed is not None else split.get("seed", 0)
-    return split_samples(data.samples, fraction, seed, mode)[1]
+    return split_samples(labels.animals, fraction, seed, mode)
+
+
+def crop_spec(args: argparse.Namespace, info: dict) -> CropSpec:
+    """The model's crop geometry, with the command line's overrides."""
+    crop = info.get("crop", {})
+    center = args.crop_center or crop.get("center")
+    side = args.crop_side if args.crop_side is not None else crop.get("side_px")
+    if center is None or (center != "frame" and not side):
+        raise ValueError("the model's metadata records no crop geometry: pass --crop-center and --crop-side")
+    return CropSpec(str(center), float(side or 0.0))
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -79,37 +105,54 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if not Path(args.model_repo).is_dir():
         raise CliError(f"--model-repo: directory not found: {args.model_repo}")
-    backend = LocalBackend(args.model_repo, args.model_name)
+    if args.predictions and Path(args.predictions).suffix not in PREDICTION_SUFFIXES:
+        raise CliError(f"--predictions: {args.predictions}: the suffix must be one of "
+                       f"{', '.join(PREDICTION_SUFFIXES)} (DeepLabCut CSV/H5, SLEAP, NWB)")
+    backend = LocalBackend(args.model_repo, args.model_name, poll_s=0)
     try:
-        meta = backend.metadata()
-    except NotFound as exc:
-        raise CliError(str(exc)) from exc
-    info = meta.info
-    path = args.data or info.get("training", {}).get("data", {}).get("path")
-    if not path:
-        raise CliError("--data: the model's metadata names no training data; pass --data")
-    try:
-        data = load_samples(path)
-    except DataError as exc:
-        raise CliError(str(exc)) from exc
-    if data.keypoint_names != info.get("keypoint_names"):
-        raise CliError(f"{path}: keypoints {data.keypoint_names} differ from the model's {info.get('keypoint_names')}")
-    try:
-        test_idx = _test_indices(args, data, info)
-    except ValueError as exc:
-        raise CliError(f"--split: {exc}") from exc
-    if not test_idx:
-        raise CliError(f"{path}: the split leaves no test image")
-    pred, true = evaluate(backend, data, test_idx, int(info["input"]["height"]))
-    result = keypoint_metrics(pred, true, data.keypoint_names, args.pcutoff, args.pck_px)
-    result.update(model=f"{meta.name}/{meta.version}", data=str(path))
-    text = json.dumps(_finite(result), indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    if args.predictions:
-        _write_predictions(Path(args.predictions), data, test_idx, pred)
-    backend.close()
+        try:
+            meta = backend.metadata()
+        except NotFound as exc:
+            raise CliError(str(exc)) from exc
+        info = meta.info
+        path = args.data or info.get("training", {}).get("data", {}).get("path")
+        if not path:
+            raise CliError("--data: the model's metadata names no training data; pass --data")
+        try:
+            spec = crop_spec(args, info)
+        except ValueError as exc:
+            raise CliError(f"--crop-center/--crop-side: {exc}") from exc
+        try:
+            labels = load_labels(path)
+            if labels.keypoint_names != info.get("keypoint_names"):
+                raise CliError(f"{path}: keypoints {labels.keypoint_names} differ from the model's "
+                               f"{info.get('keypoint_names')}")
+            try:
+                train_idx, test_idx = split_indices(args, labels, info)
+            except ValueError as exc:
+                raise CliError(f"--split: {exc}") from exc
+            if not test_idx:
+                raise CliError(f"{path}: the split leaves no test image")
+            test = cut_samples(labels, spec, test_idx, margin=1.05)
+            train = cut_samples(labels, spec, train_idx, margin=1.05) if args.train_metrics and train_idx else []
+        except DataError as exc:
+            raise CliError(str(exc)) from exc
+        size = int(info["input"]["height"])
+        pred, true = evaluate(backend, test, size)
+        result = keypoint_metrics(pred, true, labels.keypoint_names, args.pcutoff, args.pck_px)
+        result.update(model=f"{meta.name}/{meta.version}", data=str(path), split=args.split or "model",
+                      crop=spec.to_json())
+        if train:
+            tp, tt = evaluate(backend, train, size)
+            result["train"] = keypoint_metrics(tp, tt, labels.keypoint_names, args.pcutoff, args.pck_px)
+        text = json.dumps(_finite(result), indent=2)
+        print(text)
+        if args.json:
+            Path(args.json).write_text(text + "\n")
+        if args.predictions:
+            write_predictions(Path(args.predictions), labels.keypoint_names, test, pred)
+    finally:
+        backend.close()
     return 0
 
 
@@ -122,19 +165,34 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _write_predictions(path: Path, data: PoseData, test_idx: list[int], pred: np.ndarray) -> None:
+def write_predictions(path: Path, names: list[str], samples: list[PoseSample], pred: np.ndarray) -> None:
+    """Predicted keypoints (N, K, 3) of the samples, one row per image and one column group per individual:
+    DeepLabCut CSV/H5 (rows named by image path or ``video#frame``), SLEAP .slp or NWB (frames of a video)."""
     from services.posenet.outputs import write_dlc, write_predictions_slp
 
-    samples = [data.samples[i] for i in test_idx]
     sources = list(dict.fromkeys(s.source for s in samples))
     inds = list(dict.fromkeys(s.individual for s in samples))
-    arr = np.full((len(sources), len(inds), len(data.keypoint_names), 3), np.nan)
+    row = {s: i for i, s in enumerate(sources)}
+    col = {s: i for i, s in enumerate(inds)}
+    arr = np.full((len(sources), len(inds), len(names), 3), np.nan)
     for s, p in zip(samples, pred, strict=True):
-        arr[sources.index(s.source), inds.index(s.individual)] = p
+        arr[row[s.source], col[s.individual]] = p
     if path.suffix in (".slp", ".nwb"):
         frames = [int(s.rsplit("#", 1)[1]) if "#" in s else i for i, s in enumerate(sources)]
         video = sources[0].rsplit("#", 1)[0] if "#" in sources[0] else ""
-        write_predictions_slp(path, arr, frames, data.keypoint_names, [i or "animal" for i in inds], video,
-                              samples[0].frame_size)
+        write_predictions_slp(path, arr, frames, names, [i or "animal" for i in inds], video,
+                              samples[0].frame_size, fps=_video_fps(video))
     else:
-        write_dlc(path, arr, data.keypoint_names, sources, None if inds == [""] else inds)
+        write_dlc(path, arr, names, sources, None if inds == [""] else inds)
+
+
+def _video_fps(video: str, default: float = 30.0) -> float:
+    """Frames per second of a video file (for NWB timestamps); ``default`` when unknown."""
+    import cv2
+
+    if not video or not Path(video).is_file():
+        return default
+    cap = cv2.VideoCapture(video)
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    cap.release()
+    return fps if fps > 0 else default

@@ -9,7 +9,10 @@ and rescales them in the graph, so the exported SavedModel takes raw pixels. Out
 
 The loss is :func:`masked_heatmap_loss`: mean squared error over the heatmaps of labelled keypoints only;
 a keypoint that is not labelled has a target filled with -1 (see :mod:`services.posenet.targets`) and
-contributes exactly 0 to the loss and to the gradient.
+contributes exactly 0 to the loss and to the gradient. Training weighs the pixels near a keypoint more
+(``fg_weight``, 1 + 10 x target by default): with plain MSE a randomly initialised network sits for hundreds
+of steps on the plateau where every heatmap is zero (measured in docs/benchmarks.md), which CPU training cannot
+afford.
 """
 
 from __future__ import annotations
@@ -100,18 +103,35 @@ def build_posenet(num_keypoints: int, input_size: int = 128, backbone: str = "sm
     return model
 
 
-def masked_heatmap_loss(y_true: Any, y_pred: Any) -> Any:
+def masked_heatmap_loss(y_true: Any, y_pred: Any, fg_weight: float = 0.0) -> Any:
     """MSE over the heatmaps of labelled keypoints; a target heatmap filled with -1 marks an unlabelled
     keypoint and is ignored (weight 0: no loss, no gradient). Normalised by the number of labelled
-    keypoints (at least 1) and the heatmap area, per batch."""
+    keypoints (at least 1) and the heatmap area, per batch.
+
+    ``fg_weight`` > 0 weighs each pixel by ``1 + fg_weight * target`` (the Gaussian's own value), so that the
+    few pixels around a keypoint count more than the wide background; 0 is plain Simple Baselines MSE."""
     import keras.ops as K
 
     y_true = K.cast(y_true, "float32")
     y_pred = K.cast(y_pred, "float32")
     weight = K.cast(y_true[:, :1, :1, :] >= 0.0, "float32")             # (B,1,1,K)
-    sq = K.square(y_pred - K.maximum(y_true, 0.0)) * weight
+    target = K.maximum(y_true, 0.0)
+    sq = K.square(y_pred - target) * weight
+    if fg_weight:
+        sq = sq * (1.0 + fg_weight * target)
     per_kp = K.mean(sq, axis=(1, 2))                                        # (B,K)
     return K.sum(per_kp) / K.maximum(K.sum(weight), 1.0)
+
+
+def heatmap_loss(fg_weight: float = 0.0) -> Any:
+    """:func:`masked_heatmap_loss` with ``fg_weight`` bound, for ``model.compile``."""
+    if not fg_weight:
+        return masked_heatmap_loss
+
+    def loss(y_true: Any, y_pred: Any) -> Any:
+        return masked_heatmap_loss(y_true, y_pred, fg_weight)
+
+    return loss
 
 
 def export_posenet(model: Any, repo: Any, name: str, metadata: dict[str, Any], version: int | None = None) -> Any:

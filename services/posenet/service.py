@@ -26,7 +26,15 @@ import numpy as np
 
 from services.posenet.predict import estimate_crops
 from sipec.api.convert import image_from_proto, item_error_from_exception, keypoints_to_proto
-from sipec.serving.errors import InvalidInput, ServingError, TooLarge, Unavailable, grpc_errors, grpc_stream_errors
+from sipec.serving.errors import (
+    FailedPrecondition,
+    InvalidInput,
+    ServingError,
+    TooLarge,
+    Unavailable,
+    grpc_errors,
+    grpc_stream_errors,
+)
 from sipec.serving.module import ModuleService
 
 log = logging.getLogger("sipec.posenet")
@@ -107,6 +115,9 @@ class PoseNetServicer(ModuleService):
             raise
         except Exception as exc:  # noqa: BLE001 - a backend that fails is unavailable to callers
             raise Unavailable(f"posenet: model backend failed: {exc}") from exc
+        if kp.shape[1] != len(names):
+            raise FailedPrecondition(f"posenet: model {self.backend.model_name!r} outputs {kp.shape[1]} heatmaps "
+                                     f"but its metadata names {len(names)} keypoints")
         self.observe_batch(len(good))
         response.model_version = version
         for j, i in enumerate(good):

@@ -8,14 +8,15 @@ the images in their order (video frames in time: no near-duplicate neighbours ac
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 
-from services.posenet.data import PoseSample
 
-
-def split_samples(samples: list[PoseSample], test_fraction: float, seed: int, mode: str = "random"
+def split_samples(samples: Sequence[Any], test_fraction: float, seed: int, mode: str = "random"
                   ) -> tuple[list[int], list[int]]:
-    """Indices of training and test samples."""
+    """Indices of training and test samples (anything with a ``source``: labelled animals or cut samples)."""
     sources = list(dict.fromkeys(s.source for s in samples))
     n = len(sources)
     if mode.startswith("fold:"):

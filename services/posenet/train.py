@@ -1,4 +1,9 @@
-"""`sipec train posenet`: read labelled poses, split, train the heatmap network, export it."""
+"""`sipec train posenet`: read labelled poses, split by image, crop, train the heatmap network, export it.
+
+The crop geometry (centre source and side in frame pixels), the split and the mirror pairs go into the
+model's metadata (``assets/sipec.json``), so that `sipec evaluate posenet` cuts the same crops of the same
+held-out images, and a pipeline knows what crop size the model expects (``crop.side_px``).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from services.posenet.batches import make_dataset
-from services.posenet.crops import Augment
-from services.posenet.data import DataError, load_samples
-from services.posenet.model import OUTPUT_NAME, OUTPUT_STRIDE, build_posenet, export_posenet, masked_heatmap_loss
+from services.posenet.crops import Augment, left_right_pairs, patch_margin
+from services.posenet.data import CENTERS, CropSpec, DataError, PoseSample, auto_side, cut_samples, load_labels
+from services.posenet.model import BACKBONES, OUTPUT_NAME, OUTPUT_STRIDE, build_posenet, export_posenet, heatmap_loss
 from services.posenet.split import split_samples
 
 DEFAULT_MODEL = "posenet"
@@ -21,44 +26,57 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--data", required=True,
                    help="labelled poses: DeepLabCut project/folder/CollectedData CSV or H5, SLEAP .slp, "
-                        "COCO keypoints .json, or a `sipec synth` folder")
-    add_training_arguments(p, DEFAULT_MODEL, epochs=60, batch_size=8)
-    p.add_argument("--backbone", default="small", choices=("small", "resnet50", "efficientnetb0"),
-                   help="small (CPU) or the paper's ResNet-50 / EfficientNet-B0 (GPU)")
-    p.add_argument("--width", type=int, default=32, help="channels of the small backbone's first stage")
-    p.add_argument("--input-size", type=int, default=128, help="crop side in pixels, multiple of 32")
-    p.add_argument("--sigma", type=float, default=2.0, help="Gaussian target sigma in heatmap cells")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine decay to 1%%)")
-    p.add_argument("--test-fraction", type=float, default=0.05, help="held-out images (DLC: 0.05)")
-    p.add_argument("--split", default="random", help="random | last | fold:i/n (see evaluate)")
-    p.add_argument("--split-seed", type=int, default=None, help="seed of the split (default --seed)")
-    p.add_argument("--no-augment", action="store_true", help="train without augmentation")
+                        "COCO keypoints .json, a `sipec synth` folder, or the sleap-flies-clip folder")
+    add_training_arguments(p, DEFAULT_MODEL, epochs=60, batch_size=4)
+    g = p.add_argument_group("network")
+    g.add_argument("--backbone", default="small", choices=BACKBONES,
+                   help="small (residual CNN for CPUs, default) or the paper's ResNet-50 / EfficientNet-B0 (GPUs)")
+    g.add_argument("--width", type=int, default=32, help="channels of the small backbone's first stage (default 32)")
+    g.add_argument("--input-size", type=int, default=128, help="network input side in pixels, multiple of 32")
+    g.add_argument("--sigma", type=float, default=2.0, help="Gaussian target sigma in heatmap cells (default 2)")
+    g.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate, cosine-decayed to 1%% (default 2e-3)")
+    g.add_argument("--fg-weight", type=float, default=10.0,
+                   help="weigh heatmap pixels by 1 + W x target in the MSE, so that training leaves the 'all "
+                        "heatmaps zero' plateau (default 10; 0: plain Simple Baselines MSE)")
+    g = p.add_argument_group("crops and augmentation")
+    g.add_argument("--crop-center", default="box", choices=CENTERS,
+                   help="crop centre: box (the annotation's box; the labelled keypoints' box where the format has "
+                        "none), mask (centre of mass of the mask: COCO segmentation, synth, the flies' derived "
+                        "masks), keypoints (the labelled keypoints' box), frame (the whole image, padded square)")
+    g.add_argument("--crop-side", type=float, default=0.0,
+                   help="crop side in frame pixels (default: 1.25 x the 95th percentile of the training animals' "
+                        "size, rounded up to 8); the crop is resampled to --input-size")
+    g.add_argument("--rotation", type=float, default=30.0, help="random rotation range in degrees (default 30)")
+    g.add_argument("--flip", choices=("auto", "on", "off"), default="auto",
+                   help="random left-right mirror, swapping left/right keypoints found by name; auto: on when "
+                        "such pairs exist (default)")
+    g.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    g = p.add_argument_group("split")
+    g.add_argument("--test-fraction", type=float, default=0.05, help="held-out images (DLC's 95/5: 0.05)")
+    g.add_argument("--split", default="random", help="random | last | fold:i/n (images, not animals)")
+    g.add_argument("--split-seed", type=int, default=None, help="seed of the split (default --seed)")
 
 
-def train_model(data: Any, train_idx: list[int], args: argparse.Namespace, weights: str | None) -> tuple[Any, Any]:
-    """Build and fit; returns (model, history)."""
+def make_augment(args: argparse.Namespace, keypoint_names: list[str]) -> tuple[Augment | None, list[tuple[int, int]]]:
+    """The augmentation the flags ask for, and the mirror pairs found in the keypoint names."""
+    pairs = left_right_pairs(keypoint_names)
+    if args.no_augment:
+        return None, pairs
+    flip = args.flip == "on" or (args.flip == "auto" and bool(pairs))
+    return Augment(rotation_deg=args.rotation, flip_pairs=tuple(pairs) if flip else None), pairs
+
+
+def train_model(num_keypoints: int, samples: list[PoseSample], args: argparse.Namespace, weights: str | None,
+                augment: Augment | None) -> tuple[Any, Any]:
+    """Build and fit on cut samples; returns (model, history)."""
     import keras
 
-    model = build_posenet(len(data.keypoint_names), args.input_size, args.backbone, weights, small_width=args.width)
-    samples = [data.samples[i] for i in train_idx]
-    ds = make_dataset(samples, args.input_size, OUTPUT_STRIDE, args.batch_size, args.sigma,
-                      None if args.no_augment else Augment(), args.seed)
+    model = build_posenet(num_keypoints, args.input_size, args.backbone, weights, small_width=args.width)
+    ds = make_dataset(samples, args.input_size, OUTPUT_STRIDE, args.batch_size, args.sigma, augment, args.seed)
     steps = max(1, args.epochs * len(ds))
     lr = keras.optimizers.schedules.CosineDecay(args.lr, steps, alpha=0.01)
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss={OUTPUT_NAME: masked_heatmap_loss})
-
-    class _Dict(keras.utils.PyDataset):
-        def __len__(self) -> int:
-            return len(ds)
-
-        def __getitem__(self, i: int) -> Any:
-            x, y = ds[i]
-            return x, {OUTPUT_NAME: y}
-
-        def on_epoch_end(self) -> None:
-            ds.on_epoch_end()
-
-    history = model.fit(_Dict(), epochs=args.epochs, verbose=2)
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss={OUTPUT_NAME: heatmap_loss(args.fg_weight)})
+    history = model.fit(ds, epochs=args.epochs, verbose=2)
     return model, history
 
 
@@ -70,29 +88,44 @@ def run_train(args: argparse.Namespace) -> int:
     weights = resolve_weights(args.weights)
     if args.input_size % 32 or args.input_size < 64:
         raise CliError(f"--input-size: must be a multiple of 32 and at least 64, not {args.input_size}")
+    if args.crop_side < 0:
+        raise CliError(f"--crop-side: must be >= 0 (0 = automatic), not {args.crop_side}")
+    if args.epochs < 1 or args.batch_size < 1:
+        raise CliError("--epochs and --batch-size must be at least 1")
     try:
-        data = load_samples(args.data)
+        labels = load_labels(args.data)
+        split_seed = args.seed if args.split_seed is None else args.split_seed
+        try:
+            train_idx, test_idx = split_samples(labels.animals, args.test_fraction, split_seed, args.split)
+        except ValueError as exc:
+            raise CliError(f"--split/--test-fraction: {exc}") from exc
+        if not train_idx:
+            raise CliError(f"{args.data}: no training images left after the split")
+        side = args.crop_side or (0.0 if args.crop_center == "frame"
+                                  else auto_side(labels.animals[i] for i in train_idx))
+        spec = CropSpec(args.crop_center, side)
+        augment, pairs = make_augment(args, labels.keypoint_names)
+        samples = cut_samples(labels, spec, train_idx, patch_margin(augment))
     except DataError as exc:
         raise CliError(str(exc)) from exc
-    split_seed = args.seed if args.split_seed is None else args.split_seed
-    try:
-        train_idx, test_idx = split_samples(data.samples, args.test_fraction, split_seed, args.split)
-    except ValueError as exc:
-        raise CliError(f"--split/--test-fraction: {exc}") from exc
-    if not train_idx:
-        raise CliError(f"{args.data}: no training images left after the split")
+    if len(samples) < args.batch_size:
+        raise CliError(f"{args.data}: {len(samples)} training animals, fewer than --batch-size {args.batch_size}")
     seed_everything(args.seed)
-    print(f"posenet: {len(train_idx)} training / {len(test_idx)} test animals from {args.data} "
-          f"({data.format}, keypoints {', '.join(data.keypoint_names)})", flush=True)
-    model, history = train_model(data, train_idx, args, weights)
+    scale = "whole image, per-image scale" if spec.center == "frame" else f"{side:g} px -> {args.input_size} px"
+    print(f"posenet: {len(train_idx)} training / {len(test_idx)} test animals from {args.data} ({labels.format}, "
+          f"keypoints {', '.join(labels.keypoint_names)}); crops centred on {spec.center}, {scale}; "
+          f"mirror pairs {pairs if augment and augment.flip_pairs else 'off'}", flush=True)
+    model, history = train_model(len(labels.keypoint_names), samples, args, weights, augment)
     split = {"mode": args.split, "test_fraction": args.test_fraction, "seed": split_seed}
     meta = {
         "module": "posenet", "architecture": f"simple-baselines/{args.backbone}",
         "input": {"height": args.input_size, "width": args.input_size, "channels": 3},
-        "keypoint_names": data.keypoint_names, "output_stride": OUTPUT_STRIDE,
-        "crop": {"pad": 1.25, "from": "box (or labelled keypoints' box)"},
+        "keypoint_names": labels.keypoint_names, "output_stride": OUTPUT_STRIDE, "sigma": args.sigma,
+        "loss": {"name": "masked heatmap MSE", "fg_weight": args.fg_weight},
+        "crop": {**spec.to_json(), "input_px": args.input_size},
+        "left_right_pairs": [list(p) for p in pairs],
         "peaks": "argmax + log-parabola sub-pixel refinement in the service (services/posenet/peaks.py)",
-        "training": training_summary(args, history, {"path": str(Path(args.data)), "format": data.format,
+        "training": training_summary(args, history, {"path": str(Path(args.data)), "format": labels.format,
                                                      "train": len(train_idx), "test": len(test_idx),
                                                      "split": split}, started),
     }

@@ -31,6 +31,8 @@ def test_train_then_evaluate_writes_metrics_and_predictions(synth_dir, tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     info = json.loads((repo / "posenet" / "1" / "assets" / "sipec.json").read_text())
     assert info["keypoint_names"][0] == "snout" and info["training"]["data"]["split"]["mode"] == "last"
+    assert info["crop"]["center"] == "box" and info["crop"]["side_px"] > 0 and info["crop"]["input_px"] == 64
+    assert info["left_right_pairs"] == [[1, 2]]          # left_ear / right_ear: mirrored together
     r = _sipec("evaluate", "posenet", "--model-repo", str(repo), "--json", str(tmp_path / "m.json"),
                "--predictions", str(tmp_path / "pred.csv"))
     assert r.returncode == 0, r.stderr[-2000:]
@@ -40,6 +42,33 @@ def test_train_then_evaluate_writes_metrics_and_predictions(synth_dir, tmp_path)
     df = pd.read_csv(tmp_path / "pred.csv", header=[0, 1, 2, 3], index_col=0)
     assert len(df) == 5 and df.columns.get_level_values(3)[:3].tolist() == ["x", "y", "likelihood"]
 
+
+
+def test_mask_centred_training_and_nwb_predictions_of_the_last_frames(synth_dir, tmp_path):
+    """Crops centred on the masks' centres of mass (the synth folder's COCO segmentation), recorded in the
+    metadata and reused by evaluate; the held-out frames are the last ones (15..19), so the NWB written from them
+    starts at frame 15, stamped frame / fps."""
+    import pynwb
+
+    repo = tmp_path / "repo"
+    r = _sipec("train", "posenet", "--data", str(synth_dir), "--out", str(repo), "--epochs", "1", "--input-size",
+               "64", "--width", "8", "--test-fraction", "0.25", "--split", "last", "--crop-center", "mask")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "crops centred on mask" in r.stdout
+    info = json.loads((repo / "posenet" / "1" / "assets" / "sipec.json").read_text())
+    assert info["crop"]["center"] == "mask" and info["training"]["data"]["format"] == "coco"
+    r = _sipec("evaluate", "posenet", "--model-repo", str(repo), "--json", str(tmp_path / "m.json"),
+               "--predictions", str(tmp_path / "pred.nwb"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["crop"] == {"center": "mask", "side_px": info["crop"]["side_px"]} and metrics["n_animals"] == 5
+    fps = float(json.loads((synth_dir / "summary.json").read_text())["fps"])     # what the video header says
+    with pynwb.NWBHDF5IO(str(tmp_path / "pred.nwb"), "r") as io:
+        module = next(iter(io.read().processing.values()))
+        pose = next(iter(module.data_interfaces.values()))
+        s = pose.pose_estimation_series[info["keypoint_names"][0]]
+        t = s.timestamps[:] if s.timestamps is not None else s.starting_time + np.arange(s.data.shape[0]) / s.rate
+    np.testing.assert_allclose(t, np.arange(15, 20) / fps, rtol=1e-4)
 
 def test_cli_errors_name_the_file_or_flag(tmp_path):
     r = _sipec("train", "posenet", "--data", str(tmp_path / "nope.slp"), "--out", str(tmp_path / "r"))
@@ -52,3 +81,11 @@ def test_cli_errors_name_the_file_or_flag(tmp_path):
     assert r.returncode == 2 and "--input-size" in r.stderr
     r = _sipec("evaluate", "posenet", "--model-repo", str(tmp_path / "missing"))
     assert r.returncode == 2 and "--model-repo" in r.stderr
+    r = _sipec("evaluate", "posenet", "--model-repo", str(tmp_path), "--predictions", str(tmp_path / "p.txt"))
+    assert r.returncode == 2 and "--predictions" in r.stderr and ".nwb" in r.stderr
+
+
+def test_mask_crops_on_data_without_masks_is_a_cli_error(shared_data, tmp_path):
+    r = _sipec("train", "posenet", "--data", str(shared_data / "dlc-reaching-mouse"), "--out", str(tmp_path / "r"),
+               "--crop-center", "mask")
+    assert r.returncode == 2 and "dlc-reaching-mouse" in r.stderr and "needs masks" in r.stderr
