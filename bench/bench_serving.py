@@ -10,9 +10,6 @@ model-server process on localhost, interleaved in one run so that the ratio is f
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,25 +42,15 @@ def run(repeats: int = 30) -> str:
     from sipec.serving.backends import TFServingBackend
     from sipec.serving.client import make_channel, wait_for_serving
     from sipec.serving.models import LoadedModel
+    from sipec.serving.process import spawn_sipec
     from sipec.serving.repository import ModelRepository
 
     with tempfile.TemporaryDirectory(prefix="sipec-bench-") as tmp:
         repo = Path(tmp)
         _export(repo)
         local = LoadedModel(ModelRepository(repo).get("bench"))
-        proc = subprocess.Popen([sys.executable, "-m", "sipec", "serve", "model-server", "--model-repo", str(repo),
-                                 "--port", "0", "--poll-s", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc, port = spawn_sipec(["serve", "model-server", "--model-repo", str(repo), "--port", "0", "--poll-s", "0"])
         try:
-            port = None
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                m = re.search(r"on port (\d+)", line)
-                if m:
-                    port = int(m.group(1))
-                    break
-            if port is None:
-                raise RuntimeError("model-server did not start")
             address = f"localhost:{port}"
             wait_for_serving(make_channel(address), timeout_s=60)
             remote = TFServingBackend(address, "bench")

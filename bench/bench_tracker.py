@@ -11,9 +11,6 @@ equivalent `sipec evaluate tracker` / `sipec evaluate depth3d` command, printed 
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -113,6 +110,7 @@ def _throughput(gt, tmp: Path, frames: int = 600) -> str:
     from services.tracker.tracker import StreamTracker
     from sipec.api.convert import InstanceData, instance_to_proto
     from sipec.serving.client import make_channel, wait_for_serving
+    from sipec.serving.process import spawn_sipec
     from sipec.v1 import common_pb2, tracker_pb2, tracker_pb2_grpc
 
     fr = gt.frames[:frames]
@@ -128,19 +126,9 @@ def _throughput(gt, tmp: Path, frames: int = 600) -> str:
             req.instances.append(instance_to_proto(InstanceData(box=d.box, rle=d.rle, com=d.com)))
         reqs.append(req)
     (tmp / "empty-repo").mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "sipec", "serve", "tracker", "--model-repo", str(tmp / "empty-repo"),
-                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc, port = spawn_sipec(["serve", "tracker", "--model-repo", str(tmp / "empty-repo"), "--port", "0"],
+                             ready=r"tracker: serving on port (\d+)")
     try:
-        port = None
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            m = re.search(r"tracker: serving on port (\d+)", line)
-            if m:
-                port = int(m.group(1))
-                break
-        if port is None:
-            raise RuntimeError("tracker did not start")
         channel = make_channel(f"localhost:{port}")
         wait_for_serving(channel, "sipec.v1.Tracker", timeout_s=60)
         stub = tracker_pb2_grpc.TrackerStub(channel)

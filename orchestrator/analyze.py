@@ -84,7 +84,8 @@ def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineCo
     outcome.frames = sink.writer.last_completed + 1   # every frame completed, with or without animals
     files = ["results.parquet", "results.csv"]
     if keypoints and config.outputs.get("pose", True):
-        files += [p.name for p in write_pose_files(table, keypoints, folder, str(video.resolve()))]
+        files += [p.name for p in write_pose_files(table, keypoints, folder, str(video.resolve()),
+                                                                 fps=info.fps, video_shape=(info.height, info.width))]
     if config.outputs.get("annotated_video", True):
         render_annotated_video(video, table, folder / "annotated.mp4", keypoints, behaviours, info.fps,
                                frames=outcome.frames)
@@ -150,7 +151,9 @@ def _reports(table: Any, folder: Path, behaviours: list[str], info: Any, config:
         labels: dict[str, np.ndarray] = {}
         for name, g in df.groupby("who"):
             seq = np.full(n_frames, -1, dtype=int)  # -1: animal not seen in that frame
-            idx = g["behaviour"].map({b: i for i, b in enumerate(behaviours)}).fillna(-1).astype(int).to_numpy()
+            # a social behaviour from the pair channel (this animal with a partner) wins over the individual one
+            best = g["social_behaviour"].where(g["social_behaviour"].notna(), g["behaviour"])
+            idx = best.map({b: i for i, b in enumerate(behaviours)}).fillna(-1).astype(int).to_numpy()
             seq[g["frame"].to_numpy()] = idx
             labels[str(name)] = seq
         write_bout_statistics_csv(folder / "bouts.csv", bout_statistics(labels, behaviours, info.fps))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,7 @@ from sipec.v1 import behavenet_pb2, common_pb2, idnet_pb2, posenet_pb2, segnet_p
 log = logging.getLogger("sipec.pipeline")
 
 MODULE_ORDER = ("segnet", "tracker", "idnet", "posenet", "behavenet")
+POLL_S = 0.05   # how often the pipeline's thread looks for frames completed by the modules' answers
 
 
 @dataclass
@@ -100,15 +102,51 @@ class ModuleSet:
     def __contains__(self, name: str) -> bool:
         return name in self.stubs
 
+    def subset(self, names: list[str]) -> ModuleSet:
+        """These modules only (their stubs and ModelInfo, no new calls); ValueError names what is wrong."""
+        unknown = [n for n in names if n not in MODULE_ORDER]
+        if unknown:
+            raise ValueError(f"unknown module(s) {', '.join(unknown)}; modules: {', '.join(MODULE_ORDER)}")
+        missing = [n for n in names if n not in self.stubs]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} not configured in this pipeline (it has "
+                             f"{', '.join(self.stubs)})")
+        if "segnet" not in names:
+            raise ValueError("segnet is required: every other module starts from its instances")
+        for needs in ("idnet", "behavenet"):
+            if needs in names and "tracker" not in names:
+                raise ValueError(f"{needs} needs the tracker (crops are grouped per track)")
+        out = ModuleSet.__new__(ModuleSet)
+        out.stubs = {n: s for n, s in self.stubs.items() if n in names}
+        out.info = {n: i for n, i in self.info.items() if n in names}
+        return out
+
     def crop_size(self, name: str) -> int:
-        info = self.info[name]
-        return int(info.input_height or 128)
+        """Side, in frame pixels, of the square crop around an animal's COM that the module's model was trained
+        on (the service resizes it to the network input): IdNet's masking.crop_px, PoseNet's crop.side_px,
+        else ModelInfo's input height (BehaveNet publishes its crop side there)."""
+        meta = self.meta(name)
+        for section, key in (("masking", "crop_px"), ("crop", "side_px")):
+            value = meta.get(section, {}).get(key) if isinstance(meta.get(section), dict) else None
+            if isinstance(value, int | float) and value > 0:
+                return int(round(value))
+        return int(self.info[name].input_height or 128)
+
+    def pair_crop_size(self, name: str) -> int:
+        """Side of a pair's crop in source pixels (BehaveNet metadata crops.pair_crop_px), else the crop size."""
+        crops = self.meta(name).get("crops")
+        side = crops.get("pair_crop_px") if isinstance(crops, dict) else None
+        return int(side) if isinstance(side, int | float) and side > 0 else self.crop_size(name)
 
     def meta(self, name: str) -> dict[str, Any]:
-        try:
-            return json.loads(self.info[name].metadata_json or "{}")
-        except json.JSONDecodeError:
-            return {}
+        """The module's model metadata (ModelInfo.metadata_json), parsed once."""
+        cache = self.__dict__.setdefault("_meta", {})
+        if name not in cache:
+            try:
+                cache[name] = json.loads(self.info[name].metadata_json or "{}")
+            except json.JSONDecodeError:
+                cache[name] = {}
+        return cache[name]
 
 
 class VideoPipeline:
@@ -122,6 +160,17 @@ class VideoPipeline:
         needs_tracks = [n for n in ("idnet", "behavenet") if n in modules]
         if needs_tracks and "tracker" not in modules:
             raise ValueError(f"{', '.join(needs_tracks)} need the tracker (crops are grouped per track)")
+        # IdNet and BehaveNet answer a frame only once they have seen the frames after it (non-causal windows)
+        delays = [0]
+        if "idnet" in modules:
+            delays.append(int(modules.meta("idnet").get("t") or 0))
+        if "behavenet" in modules:
+            window = modules.meta("behavenet").get("window")
+            delays.append(int(window.get("n") or 0) if isinstance(window, dict) else 0)
+        delay = max(delays)
+        if self.o.max_frames_in_flight <= delay + 1:
+            raise ValueError(f"max_frames_in_flight {self.o.max_frames_in_flight} is too small for the models' "
+                             f"temporal windows (frames answered {delay} frames late): use at least {delay + 2}")
 
     # ------------------------------------------------------------------------------------------------
     def run(self, reader: FrameReader, emit: Callable[[FrameState], None],
@@ -170,8 +219,20 @@ class VideoPipeline:
         feeder = threading.Thread(target=feed, name="feed-segnet", daemon=True)
         feeder.start()
         try:
+            idle_since = time.monotonic()
             while True:
-                resp = self._seg.recv(timeout_s=timeout)
+                # wake up often: IdNet/PoseNet/BehaveNet answers arrive on their own threads, and the frames they
+                # complete must be emitted (freeing room for the feeder) even while SegNet has nothing to say
+                try:
+                    resp = self._seg.recv(timeout_s=POLL_S)
+                except TimeoutError:
+                    if self._drain():
+                        idle_since = time.monotonic()
+                    elif timeout is not None and time.monotonic() - idle_since > timeout:
+                        raise TimeoutError(f"no progress for {timeout:.0f} s (segnet and the modules' streams are "
+                                           "silent)") from None
+                    continue
+                idle_since = time.monotonic()
                 if resp is None:
                     break
                 with self._lock:
@@ -264,16 +325,19 @@ class VideoPipeline:
                     frame=ref, track_id=a.track_id, crop=image_to_proto(crop_around(image, a.instance.com, size)),
                     mask=mask_to_proto(mask)))
         if self._beh is not None:
+            # individual crops: ModelInfo input side around the mask COM; pair crops (the tracker's interacting
+            # pairs): the model's crops.pair_crop_px around the pair's joint COM, as BehaveNet was trained
             size = self.m.crop_size("behavenet")
-            subjects: dict[str, tuple[float, float]] = {str(a.track_id): a.instance.com for a in state.animals
-                                                        if a.track_id}
+            pair_size = self.m.pair_crop_size("behavenet")
+            subjects: dict[str, tuple[tuple[float, float], int]] = {
+                str(a.track_id): (a.instance.com, size) for a in state.animals if a.track_id}
             for it in state.interactions:
-                subjects[f"{min(it.track_a, it.track_b)}+{max(it.track_a, it.track_b)}"] = (it.com.x, it.com.y)
+                subjects[pair_subject(it.track_a, it.track_b)] = ((it.com.x, it.com.y), pair_size)
             with self._lock:
                 state.pending_behaviour = set(subjects)
-            for subject, com in subjects.items():
+            for subject, (com, side) in subjects.items():
                 self._beh.send(behavenet_pb2.BehaviourFrame(
-                    frame=ref, subject=subject, crop=image_to_proto(crop_around(image, com, size))))
+                    frame=ref, subject=subject, crop=image_to_proto(crop_around(image, com, side))))
             self._end_pairs({s for s in subjects if "+" in s}, ref)
         self._end_tracks(tracks, ref)
 
@@ -342,12 +406,13 @@ class VideoPipeline:
             self._lock.notify_all()
 
     # completion ------------------------------------------------------------------------------------
-    def _drain(self, final: bool = False) -> None:
-        """Emit every completed frame at the head of the queue, in order."""
+    def _drain(self, final: bool = False) -> bool:
+        """Emit every completed frame at the head of the queue, in order; whether any was emitted."""
+        emitted = False
         while True:
             with self._lock:
                 if self._next_emit is None or self._next_emit not in self._states:
-                    return
+                    return emitted
                 state = self._states[self._next_emit]
                 ready_ids = not state.pending_id
                 done = ready_ids and not state.pending_pose and not state.pending_behaviour
@@ -357,7 +422,7 @@ class VideoPipeline:
                 if final:  # the streams are closed: what is still pending will not come
                     log.warning("frame incomplete at end of video", extra={"frame": state.frame.index})
                 else:
-                    return
+                    return emitted
             with self._lock:
                 del self._states[self._next_emit]
                 self._next_emit += 1
@@ -365,6 +430,7 @@ class VideoPipeline:
                     self._next_emit = min(self._states)
                 self._lock.notify_all()
             self._emit(state)
+            emitted = True
 
     def _smooth(self, state: FrameState) -> None:
         state.smoothed = True
@@ -385,6 +451,11 @@ class VideoPipeline:
         for t in resp.instances:
             animals[t.index].identity = t.identity
             animals[t.index].identity_confidence = t.identity_confidence
+
+
+def pair_subject(track_a: int, track_b: int) -> str:
+    """BehaveNet subject name of an interacting pair: "a+b", smaller track id first."""
+    return f"{min(track_a, track_b)}+{max(track_a, track_b)}"
 
 
 def _with_track(animal: AnimalState) -> Any:

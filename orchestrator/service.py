@@ -43,6 +43,8 @@ def frame_result(state: FrameState) -> Any:
         if a.position is not None:
             r.position.CopyFrom(tracker_pb2.Position3D(index=a.index, x=a.position[0], y=a.position[1],
                                                        z=a.position[2]))
+    for subject, probs in state.pair_behaviours.items():
+        out.pair_behaviours[subject].CopyFrom(probs)
     if state.error:
         out.error.CopyFrom(item_error(grpc.StatusCode.INVALID_ARGUMENT, state.error))
     return out
@@ -57,9 +59,22 @@ class PipelineService(orchestrator_pb2_grpc.PipelineServicer):
     def AnalyzeStream(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
         out: queue.Queue = queue.Queue(maxsize=256)
         failure: list[BaseException] = []
+        first = next(request_iterator, None)
+        if first is None:
+            return
+        modules = self.modules
+        if first.modules:
+            try:
+                modules = self.modules.subset(list(first.modules))
+            except ValueError as exc:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"modules: {exc}")
+
+        def requests() -> Iterator[Any]:
+            yield first
+            yield from request_iterator
 
         def frames() -> Iterator[Frame]:
-            for req in request_iterator:
+            for req in requests():
                 try:
                     image = image_from_proto(req.image, max_pixels=self.max_pixels)
                 except ConversionError as exc:
@@ -69,7 +84,7 @@ class PipelineService(orchestrator_pb2_grpc.PipelineServicer):
 
         def run() -> None:
             try:
-                VideoPipeline(self.modules, self.config.pipeline_options()).run(
+                VideoPipeline(modules, self.config.pipeline_options()).run(
                     frames(), lambda state: out.put(frame_result(state)))
             except BaseException as exc:  # noqa: BLE001 - reported to the client below
                 failure.append(exc)

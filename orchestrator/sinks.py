@@ -34,6 +34,8 @@ def results_schema(keypoint_names: list[str], behaviour_names: list[str]) -> pa.
     if behaviour_names:
         fields += [("behaviour", pa.string()), ("behaviour_confidence", f32)]
         fields += [(f"p_{b}", f32) for b in behaviour_names]
+        # the pair channel: BehaveNet on the crop of this animal and an interacting partner (tracker pairs)
+        fields += [("social_behaviour", pa.string()), ("social_confidence", f32), ("social_partner", pa.int32())]
     fields += [("x3d", f32), ("y3d", f32), ("z3d", f32)]
     return pa.schema(fields)
 
@@ -65,10 +67,33 @@ def frame_rows(video: str, state: FrameState, keypoint_names: list[str],
                 row[f"p_{b}"] = values.get(b)
             best = max(values, key=values.get) if values else None
             row["behaviour"], row["behaviour_confidence"] = best, values.get(best) if best else None
+        if behaviour_names and a.track_id:
+            social = _social(a.track_id, state.pair_behaviours)
+            if social is not None:
+                row["social_behaviour"], row["social_confidence"], row["social_partner"] = social
         if a.position is not None:
             row["x3d"], row["y3d"], row["z3d"] = a.position
         rows.append(row)
     return rows
+
+
+def _social(track_id: int, pair_behaviours: dict[str, Any],
+            background: tuple[str, ...] = ("none",)) -> tuple[str, float, int] | None:
+    """(behaviour, confidence, partner track) of the most confident non-background pair behaviour that
+    `track_id` takes part in this frame, or None."""
+    best: tuple[str, float, int] | None = None
+    for subject, probs in pair_behaviours.items():
+        a, _, b = subject.partition("+")
+        if str(track_id) not in (a, b) or not probs.names:
+            continue
+        values = dict(zip(probs.names, probs.values, strict=False))
+        name = max(values, key=values.get)
+        if name in background:
+            continue
+        partner = int(b) if a == str(track_id) else int(a)
+        if best is None or values[name] > best[1]:
+            best = (name, float(values[name]), partner)
+    return best
 
 
 class ResultsSink:
@@ -112,7 +137,9 @@ def draw_frame(image: np.ndarray, rows: list[dict[str, Any]], keypoint_names: li
                 cv2.circle(img, (int(round(x)), int(round(y))), 3, (255, 255, 255), -1)
                 cv2.circle(img, (int(round(x)), int(round(y))), 2, colour, -1)
         label = r.get("identity") or (f"track {r['track_id']}" if r["track_id"] else "")
-        if r.get("behaviour"):
+        if r.get("social_behaviour"):
+            label += f" {r['social_behaviour']} w/ {r['social_partner']}"
+        elif r.get("behaviour"):
             label += f" {r['behaviour']}"
         x1, y1 = int(r["x1"]), int(r["y1"])
         for colour_, width in (((0, 0, 0), 3), (colour, 1)):
@@ -152,6 +179,7 @@ def render_annotated_video(video: Path, table: pa.Table, path: Path, keypoint_na
 
 
 def write_pose_files(table: pa.Table, keypoint_names: list[str], folder: Path, video_path: str,
+                     fps: float = 30.0, video_shape: tuple[int, int] | None = None,
                      scorer: str = "sipec") -> list[Path]:
     """DeepLabCut H5 + CSV (analysis layout: x, y, likelihood per individual and bodypart), SLEAP .slp and NWB.
 
@@ -160,7 +188,7 @@ def write_pose_files(table: pa.Table, keypoint_names: list[str], folder: Path, v
     import pandas as pd
 
     from sipec.data.atomic import atomic_path
-    from sipec.data.sleap import PoseTracks, write_slp
+    from sipec.data.pose_outputs import write_predictions_slp
 
     df = table.select(["frame", "track_id", "identity",
                        *[f"kp_{k}_{c}" for k in keypoint_names for c in ("x", "y", "conf")]]).to_pandas()
@@ -187,18 +215,11 @@ def write_pose_files(table: pa.Table, keypoint_names: list[str], folder: Path, v
     with atomic_path(csv) as tmp:
         dlc.to_csv(tmp)
     out.append(csv)
-    pose = PoseTracks(node_names=list(keypoint_names), track_names=individuals, frame_indices=frames,
-                      points=arr[..., :2], visible=np.isfinite(arr[..., 0]), video_path=video_path)
-    slp = folder / "pose.slp"
-    write_slp(slp, pose)
-    out.append(slp)
-    nwb = folder / "pose.nwb"
-    import sleap_io as sio
-
-    labels = sio.load_slp(str(slp), open_videos=False)
-    for sk in labels.skeletons:
-        sk.name = sk.name or "sipec"
-    with atomic_path(nwb) as tmp:
-        sio.save_nwb(labels, str(tmp))
-    out.append(nwb)
+    # SLEAP predicted instances (per-point scores = PoseNet confidences) in .slp, and the same as ndx-pose NWB
+    # with one timestamp per video frame (frame / fps), so any first frame works (a resumed or cut video)
+    for name in ("pose.slp", "pose.nwb"):
+        with atomic_path(folder / name) as tmp:
+            write_predictions_slp(tmp, arr, [int(f) for f in frames], list(keypoint_names), individuals, video_path,
+                                  video_shape=video_shape, fps=fps)
+        out.append(folder / name)
     return out

@@ -26,3 +26,6 @@ def register(sub: argparse._SubParsersAction) -> None:
             cli.register_train(train_sub)
         if hasattr(cli, "register_evaluate"):
             cli.register_evaluate(eval_sub)
+    from orchestrator.score import register_evaluate as register_analysis
+
+    register_analysis(eval_sub)   # `sipec evaluate analysis`: a whole `sipec analyze` result against synth truth

@@ -12,7 +12,7 @@ Modules, one job each:
 - train.py      the two training stages and the export of three SavedModels
 - predict.py    frame-only and temporal probabilities over a crop set (Keras or repository models)
 - evaluate.py   per-class P/R/F1, macro-F1, Pearson r over time, confusion, shuffled-label chance
-- ethogram.py   ethogram PNG and bout statistics per individual
+- (ethogram PNG and bout statistics: sipec.reports.ethogram, shared with `sipec analyze`)
 - stream.py     per-subject feature buffers of ClassifyStream (n-frame delay, flush)
 - service.py    the gRPC servicer
 - cli.py        `sipec train|evaluate|serve behavenet`

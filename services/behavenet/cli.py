@@ -295,8 +295,8 @@ def _write_ethograms(folder: str, data: Any, probs: Any, social: list[str]) -> N
     import numpy as np
 
     from services.behavenet.data import INDIVIDUAL, NONE_CLASS, PAIR
-    from services.behavenet.ethogram import bout_statistics, plot_ethogram, write_bout_statistics_csv
     from services.behavenet.evaluate import combine_individual_and_pairs, pair_predictions
+    from sipec.reports.ethogram import bout_statistics, plot_ethogram, write_bout_statistics_csv
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)

@@ -23,11 +23,12 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from services.behavenet import DEFAULT_MAX_BATCH, DEFAULT_MAX_CROP_PIXELS, DEFAULT_MAX_SUBJECTS
+from services.behavenet import DEFAULT_MAX_BATCH, DEFAULT_MAX_CROP_PIXELS, DEFAULT_MAX_SUBJECTS, DEFAULT_MODEL
 from services.behavenet.crops import resize_crop
 from services.behavenet.model import CROP_INPUT, FEATURES_INPUT, FEATURES_OUTPUT, PROBABILITIES_OUTPUT
 from services.behavenet.stream import ReadyWindow, StreamState
@@ -218,6 +219,9 @@ class BehaveNetService(ModuleService):
 
     def _process(self, batch: list[Any], state: StreamState[Any], cfg: ServingConfig) -> Iterator[Any]:
         items = [_Item(r) for r in batch]
+        # subjects open at each point of the batch, in request order: an end_of_track early in the batch makes
+        # room for a new subject later in it, as if the requests had come one by one
+        open_subjects = set(state.subjects)
         for item in items:
             r = item.request
             try:
@@ -226,13 +230,16 @@ class BehaveNetService(ModuleService):
                 if len(r.subject) > MAX_SUBJECT_CHARS:
                     raise InvalidInput(f"subject: longer than {MAX_SUBJECT_CHARS} characters")
                 if r.HasField("crop"):
-                    state.check_room(r.subject)
+                    state.check_room(r.subject, open_subjects)
                     item.crop = self._decode(r.crop, cfg.input_size, "crop")
+                    open_subjects.add(r.subject)
                 elif not r.end_of_track:
                     raise InvalidInput(f"crop: missing for subject {r.subject!r} (only a message with "
                                        "end_of_track may come without a crop)")
             except Exception as exc:  # noqa: BLE001 - a bad frame is answered with its error, the stream goes on
                 item.error = exc
+            if r.end_of_track and r.subject:
+                open_subjects.discard(r.subject)
         good = [it for it in items if it.crop is not None]
         if good:
             try:
@@ -316,3 +323,14 @@ def _error_result(request: Any, exc: Exception) -> Any:
 
     return behavenet_pb2.BehaviourResult(frame=request.frame, subject=request.subject,
                                          error=item_error_from_exception(exc))
+
+
+def create_servicer(model_repo: Path, model_name: str = DEFAULT_MODEL,
+                    features_model: str | None = None) -> BehaveNetService:
+    """The servicer `sipec serve behavenet` runs, on LocalBackends of `model_repo` (for in-process use):
+    the temporal model `model_name` and its feature model (default `MODEL_NAME-features`)."""
+    from sipec.serving.backends import LocalBackend
+
+    repo = Path(model_repo)
+    return BehaveNetService(BehaveNetBackends(LocalBackend(repo, model_name),
+                                              LocalBackend(repo, features_model or f"{model_name}-features")))

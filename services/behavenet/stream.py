@@ -95,10 +95,14 @@ class StreamState(Generic[Ref]):
         self.max_subjects = max_subjects
         self.subjects: dict[str, SubjectBuffer[Ref]] = {}
 
-    def check_room(self, subject: str) -> None:
-        """TooLarge (RESOURCE_EXHAUSTED) when `subject` is new and the stream already has the most it may hold."""
-        if subject not in self.subjects and len(self.subjects) >= self.max_subjects:
-            raise TooLarge(f"subject {subject!r}: this stream already has {len(self.subjects)} open subjects, the "
+    def check_room(self, subject: str, open_subjects: set[str] | None = None) -> None:
+        """TooLarge (RESOURCE_EXHAUSTED) when `subject` is new and the stream already has the most it may hold.
+
+        `open_subjects`: the subjects open at this point of a batch being checked ahead of `add`/`end`
+        (default: those open now)."""
+        subjects = self.subjects.keys() if open_subjects is None else open_subjects
+        if subject not in subjects and len(subjects) >= self.max_subjects:
+            raise TooLarge(f"subject {subject!r}: this stream already has {len(subjects)} open subjects, the "
                            f"limit per stream; end finished tracks with end_of_track or open another stream")
 
     def add(self, subject: str, ref: Ref, feature: np.ndarray) -> list[ReadyWindow[Ref]]:

@@ -13,14 +13,14 @@ its centre, resized) plus its mask cut the same way. Sequences of 2T+1 crops are
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from services.idnet.masking import MaskSettings, prepare_sequence, resize_image, resize_mask
+from sipec.data.frames import read_frames
 from sipec.geometry import crop_around
 
 
@@ -125,24 +125,6 @@ def load_synth(path: Path, settings: MaskSettings, max_frames: int | None = None
                    else "sipec synth (no masks)")
 
 
-def _read_frames(video: Path, wanted: set[int]) -> Iterator[tuple[int, np.ndarray]]:
-    cap = cv2.VideoCapture(str(video))
-    if not cap.isOpened():
-        raise ValueError(f"{video}: cannot open the video")
-    try:
-        last = max(wanted)
-        i = 0
-        while i <= last:
-            ok, bgr = cap.read()
-            if not ok:
-                raise ValueError(f"{video}: ends at frame {i}, but labels name frame {last}")
-            if i in wanted:
-                yield i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            i += 1
-    finally:
-        cap.release()
-
-
 def load_identity_csv(csv: Path, settings: MaskSettings, max_frames: int | None = None) -> CropSet:
     """Boxes and identities from an identity CSV; crops centred on the box centres, no masks."""
     from sipec.data.labels import read_identity_csv
@@ -160,7 +142,7 @@ def load_identity_csv(csv: Path, settings: MaskSettings, max_frames: int | None 
         path = csv.parent / video
         if not path.is_file():
             raise ValueError(f"{csv}: video {video!r} not found next to the CSV ({path})")
-        for f, image in _read_frames(path, set(int(k) for k in by_frame)):
+        for f, image in read_frames(path, by_frame):
             for r in by_frame[f].itertuples():
                 b.add(image, ((r.x1 + r.x2) / 2, (r.y1 + r.y2) / 2), None, int(r.identity), int(r.track_id), f, v)
     return b.build(names, [str(csv.parent / v) for v in videos], f"identity CSV {csv.name} (boxes)")

@@ -219,25 +219,13 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def read_video_frames(path: Path, wanted: Iterable[int]) -> Iterator[tuple[int, np.ndarray]]:
-    """Decode a video once, yielding (index, RGB frame) for the wanted indices in order."""
-    wanted = sorted(set(int(i) for i in wanted))
-    if not wanted:
-        return
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise DataError(f"{path}: video not found or not readable")
+    """Decode a video once, yielding (index, RGB frame) for the wanted indices in order; DataError names the file."""
+    from sipec.data.frames import read_frames
+
     try:
-        i, j = 0, 0
-        while j < len(wanted):
-            ok, bgr = cap.read()
-            if not ok:
-                raise DataError(f"{path}: video ends at frame {i}, labels need frame {wanted[j]}")
-            if i == wanted[j]:
-                yield i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                j += 1
-            i += 1
-    finally:
-        cap.release()
+        yield from read_frames(path, wanted)
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
 
 
 def video_source(video: Path, frame: int) -> str:

@@ -168,7 +168,7 @@ def _finite(value: Any) -> Any:
 def write_predictions(path: Path, names: list[str], samples: list[PoseSample], pred: np.ndarray) -> None:
     """Predicted keypoints (N, K, 3) of the samples, one row per image and one column group per individual:
     DeepLabCut CSV/H5 (rows named by image path or ``video#frame``), SLEAP .slp or NWB (frames of a video)."""
-    from services.posenet.outputs import write_dlc, write_predictions_slp
+    from sipec.data.pose_outputs import write_dlc, write_predictions_slp
 
     sources = list(dict.fromkeys(s.source for s in samples))
     inds = list(dict.fromkeys(s.individual for s in samples))

@@ -8,6 +8,7 @@ held-out images, and a pipeline knows what crop size the model expects (``crop.s
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="weigh heatmap pixels by 1 + W x target in the MSE, so that training leaves the 'all "
                         "heatmaps zero' plateau (default 10; 0: plain Simple Baselines MSE)")
     g = p.add_argument_group("crops and augmentation")
-    g.add_argument("--crop-center", default="box", choices=CENTERS,
-                   help="crop centre: box (the annotation's box; the labelled keypoints' box where the format has "
-                        "none), mask (centre of mass of the mask: COCO segmentation, synth, the flies' derived "
-                        "masks), keypoints (the labelled keypoints' box), frame (the whole image, padded square)")
+    g.add_argument("--crop-center", default="auto", choices=("auto", *CENTERS),
+                   help="crop centre: auto (default: mask where the labels have masks, as `sipec analyze` crops "
+                        "around SegNet's mask centres, else box), box (the annotation's box; the labelled "
+                        "keypoints' box where the format has none), mask (centre of mass of the mask: COCO "
+                        "segmentation, synth, the flies' derived masks), keypoints (the labelled keypoints' box), "
+                        "frame (the whole image, padded square)")
     g.add_argument("--crop-side", type=float, default=0.0,
                    help="crop side in frame pixels (default: 1.25 x the 95th percentile of the training animals' "
                         "size, rounded up to 8); the crop is resampled to --input-size")
@@ -55,6 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--test-fraction", type=float, default=0.05, help="held-out images (DLC's 95/5: 0.05)")
     g.add_argument("--split", default="random", help="random | last | fold:i/n (images, not animals)")
     g.add_argument("--split-seed", type=int, default=None, help="seed of the split (default --seed)")
+    g.add_argument("--step", type=int, default=1,
+                   help="train on every STEP-th training image only (consecutive video frames are near copies; "
+                        "default 1: all). The held-out images stay as the split made them")
 
 
 def make_augment(args: argparse.Namespace, keypoint_names: list[str]) -> tuple[Augment | None, list[tuple[int, int]]]:
@@ -92,6 +98,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise CliError(f"--crop-side: must be >= 0 (0 = automatic), not {args.crop_side}")
     if args.epochs < 1 or args.batch_size < 1:
         raise CliError("--epochs and --batch-size must be at least 1")
+    if args.step < 1:
+        raise CliError(f"--step: must be at least 1, not {args.step}")
     try:
         labels = load_labels(args.data)
         split_seed = args.seed if args.split_seed is None else args.split_seed
@@ -99,11 +107,18 @@ def run_train(args: argparse.Namespace) -> int:
             train_idx, test_idx = split_samples(labels.animals, args.test_fraction, split_seed, args.split)
         except ValueError as exc:
             raise CliError(f"--split/--test-fraction: {exc}") from exc
+        if args.step > 1:
+            sources = sorted({labels.animals[i].source for i in train_idx},
+                             key=lambda src: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", src)])
+            kept = set(sources[::args.step])
+            train_idx = [i for i in train_idx if labels.animals[i].source in kept]
         if not train_idx:
             raise CliError(f"{args.data}: no training images left after the split")
-        side = args.crop_side or (0.0 if args.crop_center == "frame"
-                                  else auto_side(labels.animals[i] for i in train_idx))
-        spec = CropSpec(args.crop_center, side)
+        center = args.crop_center
+        if center == "auto":
+            center = "mask" if labels.has_masks else "box"
+        side = args.crop_side or (0.0 if center == "frame" else auto_side(labels.animals[i] for i in train_idx))
+        spec = CropSpec(center, side)
         augment, pairs = make_augment(args, labels.keypoint_names)
         samples = cut_samples(labels, spec, train_idx, patch_margin(augment))
     except DataError as exc:
@@ -127,6 +142,7 @@ def run_train(args: argparse.Namespace) -> int:
         "peaks": "argmax + log-parabola sub-pixel refinement in the service (services/posenet/peaks.py)",
         "training": training_summary(args, history, {"path": str(Path(args.data)), "format": labels.format,
                                                      "train": len(train_idx), "test": len(test_idx),
+                                                     "step": args.step,
                                                      "split": split}, started),
     }
     version = export_posenet(model, args.out, args.model_name, meta, args.version)

@@ -312,6 +312,9 @@ def register_serve(sub: Any) -> None:
     add_backend_arguments(p, "segnet")
     p.add_argument("--max-batch", type=int, default=8, help="most stream frames per backend call (default 8)")
     p.add_argument("--max-pixels", type=int, default=4096 * 4096, help="largest frame accepted (default 4096^2)")
+    p.add_argument("--mask-overlap", type=float, default=0.5,
+                   help="drop a detection whose mask lies more than this fraction inside a better one's "
+                        "(default 0.5; 1 keeps all)")
     p.set_defaults(func=_serve)
 
 

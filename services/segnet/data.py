@@ -149,28 +149,10 @@ def _category_index(coco: CocoInstances) -> tuple[list[str], dict[int, int]]:
 
 
 def read_video_frames(video: Path, wanted: Iterable[int]) -> dict[int, np.ndarray]:
-    """RGB frames of `video` by index (decoded in order); ValueError names the video and missing frames."""
-    wanted = {int(i) for i in wanted}
-    cap = cv2.VideoCapture(str(video))
-    if not cap.isOpened():
-        raise ValueError(f"{video}: cannot open the video")
-    out: dict[int, np.ndarray] = {}
-    i = 0
-    last = max(wanted) if wanted else -1
-    try:
-        while i <= last:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            if i in wanted:
-                out[i] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            i += 1
-    finally:
-        cap.release()
-    missing = sorted(wanted - out.keys())
-    if missing:
-        raise ValueError(f"{video}: frames {missing[:5]} are not in the video ({i} frames decoded)")
-    return out
+    """RGB frames of `video` by index (decoded in order); ValueError names the video and the missing frame."""
+    from sipec.data.frames import read_frames
+
+    return dict(read_frames(video, wanted, what="the annotations"))
 
 
 def _select(entries: list, frames: slice | None, limit: int | None, step: int = 1) -> list:

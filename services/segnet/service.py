@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from services.segnet.data import letterbox
-from services.segnet.postprocess import to_instances
+from services.segnet.postprocess import DEFAULT_MASK_OVERLAP, to_instances
 from sipec.api.convert import image_from_proto, instance_to_proto, item_error_from_exception
 from sipec.serving.errors import InvalidInput, ServingError, Unavailable, grpc_errors, grpc_stream_errors
 from sipec.serving.module import ModuleService
@@ -57,10 +57,11 @@ class SegNetServicer(ModuleService):
     service_name = SERVICE_NAME
 
     def __init__(self, backend: Any, runtime: Any = None, max_batch: int = DEFAULT_MAX_BATCH,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+                 max_pixels: int = DEFAULT_MAX_PIXELS, mask_overlap: float = DEFAULT_MASK_OVERLAP) -> None:
         super().__init__(backend, runtime)
         self.max_batch = max_batch
         self.max_pixels = max_pixels
+        self.mask_overlap = mask_overlap
 
     def _model(self) -> tuple[tuple[int, int], list[str], float]:
         """(input height, width), class names and default min_score of the served model."""
@@ -104,7 +105,7 @@ class SegNetServicer(ModuleService):
         r = frame.request
         insts = to_instances(det, frame.scale, frame.height, frame.width, class_names,
                              min_score=r.min_score or default_min_score, max_instances=r.max_instances,
-                             omit_masks=r.omit_masks)
+                             omit_masks=r.omit_masks, mask_overlap=self.mask_overlap)
         return segnet_pb2.SegmentResponse(frame=r.frame, model_version=version,
                                           instances=[instance_to_proto(i) for i in insts])
 
@@ -188,7 +189,9 @@ def serve(args: argparse.Namespace) -> int:
         raise CliError(f"--max-batch: must be at least 1, not {args.max_batch}")
     if args.max_pixels < 1:
         raise CliError(f"--max-pixels: must be at least 1, not {args.max_pixels}")
+    if not 0.0 < args.mask_overlap <= 1.0:
+        raise CliError(f"--mask-overlap: must be in (0, 1], not {args.mask_overlap}")
     return run_module_server(args, "segnet", SERVICE_NAME,
                              lambda backend, runtime: SegNetServicer(backend, runtime, args.max_batch,
-                                                                     args.max_pixels),
+                                                                     args.max_pixels, args.mask_overlap),
                              segnet_pb2_grpc.add_SegNetServicer_to_server)

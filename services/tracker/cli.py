@@ -2,7 +2,8 @@
 
     sipec train depth3d --positions CSV --out REPO [--model-name depth3d]
     sipec evaluate depth3d --positions CSV [--folds 10] [--model-repo REPO]
-    sipec evaluate tracker --gt annotations.json|FOLDER [--pred TRACKS_JSON] [--simulated-idnet-accuracy P]
+    sipec evaluate tracker --gt annotations.json|FOLDER [--pred TRACKS_JSON] [--simulated-idnet-accuracy P
+                           | --idnet-repo REPO [--idnet-model idnet]] [--start FRAME] [--frames N]
     sipec serve tracker --model-repo REPO [--port 50055] [--max-tracks 64] [--max-streams 16]
 
 Heavy imports happen inside the command functions, so `sipec --help` stays fast.

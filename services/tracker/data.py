@@ -110,20 +110,25 @@ class GroundTruth:
     notes: list[str] = field(default_factory=list)
 
 
-def load_ground_truth(path: str | os.PathLike, max_frames: int | None = None) -> GroundTruth:
-    """Ground-truth tracks from a COCO annotations file with track ids, or the flies clip folder."""
+def load_ground_truth(path: str | os.PathLike, max_frames: int | None = None, start: int = 0) -> GroundTruth:
+    """Ground-truth tracks from a COCO annotations file with track ids, or the flies clip folder.
+
+    Only frames with index >= `start`, and of those the first `max_frames` (all when None).
+    """
     path = Path(path)
+    if start < 0:
+        raise ValueError(f"start frame must be >= 0, not {start}")
     if path.is_dir() and (path / "clip.slp").is_file():
-        return _flies_ground_truth(path, max_frames)
+        return _flies_ground_truth(path, max_frames, start)
     if path.is_dir() and (path / "annotations.json").is_file():
         path = path / "annotations.json"
     if not path.is_file():
         raise ValueError(f"{path}: not found; give a COCO annotations file with track ids (sipec synth's "
                          "annotations.json) or the sleap-flies-clip folder")
-    return _coco_ground_truth(path, max_frames)
+    return _coco_ground_truth(path, max_frames, start)
 
 
-def _coco_ground_truth(path: Path, max_frames: int | None) -> GroundTruth:
+def _coco_ground_truth(path: Path, max_frames: int | None, start: int = 0) -> GroundTruth:
     from sipec.data.coco import read_coco_instances
 
     coco = read_coco_instances(path)
@@ -152,19 +157,25 @@ def _coco_ground_truth(path: Path, max_frames: int | None) -> GroundTruth:
         names.add(name)
         by_frame[f].objects.append((int(ann["track_id"]), det))
         by_frame[f].identities.append(name)
-    frames = list(by_frame.values())[:max_frames] if max_frames else list(by_frame.values())
+    frames = [f for f in by_frame.values() if f.frame >= start]
+    if not frames:
+        raise ValueError(f"{path}: no frame from index {start} on (the last is {max(by_frame)})")
+    frames = frames[:max_frames] if max_frames else frames
     return GroundTruth(f"{path} (COCO masks with track ids)", frames, sorted(names), sizes.pop())
 
 
-def _flies_ground_truth(path: Path, max_frames: int | None) -> GroundTruth:
+def _flies_ground_truth(path: Path, max_frames: int | None, start: int = 0) -> GroundTruth:
     from sipec.data.flies import FliesClip
 
     clip = FliesClip(path)
     frames = []
-    stop = min(len(clip), max_frames) if max_frames else len(clip)
+    if start >= len(clip):
+        clip.close()
+        raise ValueError(f"{path}: no frame from index {start} on (the clip has {len(clip)})")
+    stop = min(len(clip), start + max_frames) if max_frames else len(clip)
     w, h = 0, 0
     try:
-        for i, image in clip.frames(0, stop):
+        for i, image in clip.frames(start, stop):
             objs, ids = [], []
             for inst in clip.instances(i, image=image):
                 if inst.mask is None or not inst.mask.any():

@@ -126,7 +126,14 @@ def add_tracker_evaluate_arguments(p: argparse.ArgumentParser) -> None:
                         "accuracy P); 0 = no identities (default)")
     g.add_argument("--simulated-idnet-burst", type=float, default=5.0, metavar="FRAMES",
                    help="mean length of a simulated IdNet error burst (default 5)")
-    g.add_argument("--frames", type=int, default=None, help="only the first N frames")
+    g.add_argument("--idnet-repo", default=None, metavar="REPO",
+                   help="identities from a trained IdNet (sipec train idnet --out REPO), run in-process through the "
+                        "IdNet service on the tracker's own tracks; not with --simulated-idnet-accuracy")
+    g.add_argument("--idnet-model", default="idnet", metavar="NAME",
+                   help="IdNet model in --idnet-repo (default idnet: the recurrent one; idnet-frame: per frame)")
+    g.add_argument("--start", type=int, default=0, metavar="FRAME",
+                   help="begin at this frame index (the tracker starts fresh there; default 0)")
+    g.add_argument("--frames", type=int, default=None, help="only the first N frames (from --start)")
     g.add_argument("--frame-step", type=int, default=1, help="use every K-th frame (default 1: all)")
     g.add_argument("--seed", type=int, default=0, help="seed of the shuffling and the simulated IdNet")
     g.add_argument("--save-pred", default=None, metavar="TRACKS_JSON", help="write the tracks here")
@@ -146,14 +153,25 @@ def evaluate_tracker(args: argparse.Namespace) -> int:
 
     if args.frame_step < 1 or (args.frames is not None and args.frames < 1):
         raise CliError("--frame-step and --frames must be at least 1")
+    if args.start < 0:
+        raise CliError(f"--start must be >= 0, not {args.start}")
     if not 0.0 < args.iou <= 1.0:
         raise CliError(f"--iou must be in (0, 1], not {args.iou}")
+    if args.idnet_repo and args.simulated_idnet_accuracy:
+        raise CliError("--idnet-repo and --simulated-idnet-accuracy are mutually exclusive: identities come from a "
+                       "trained IdNet or from the simulation, not both")
+    if args.idnet_repo and args.pred:
+        raise CliError("--idnet-repo runs the tracker; it does not go with --pred (tracks already made)")
+    if args.idnet_repo and not Path(args.idnet_repo).is_dir():
+        raise CliError(f"--idnet-repo: {args.idnet_repo}: model repository not found")
     try:
-        gt = load_ground_truth(args.gt, max_frames=args.frames)
+        gt = load_ground_truth(args.gt, max_frames=args.frames, start=args.start)
     except (ValueError, OSError) as exc:
         raise CliError(f"--gt: {exc}") from None
     gt = replace(gt, frames=gt.frames[::args.frame_step])
-    config: dict = {"gt": gt.source, "frames": len(gt.frames), "frame_step": args.frame_step}
+    config: dict = {"gt": gt.source, "frames": len(gt.frames), "frame_step": args.frame_step,
+                    "first_frame": gt.frames[0].frame if gt.frames else None,
+                    "last_frame": gt.frames[-1].frame if gt.frames else None}
     if args.pred:
         try:
             tracked = read_tracks_json(args.pred)
@@ -175,10 +193,12 @@ def evaluate_tracker(args: argparse.Namespace) -> int:
             except ValueError as exc:
                 raise CliError(f"--simulated-idnet-accuracy: {exc}") from None
         tracked = track_ground_truth(gt, opts, idnet, seed=args.seed)
+        identities = (f"SIMULATED IdNet, per-frame accuracy {args.simulated_idnet_accuracy}, "
+                      f"mean error burst {args.simulated_idnet_burst} frames") if idnet else "none"
+        if args.idnet_repo:
+            tracked, identities, config["idnet"] = _real_idnet(args, gt, tracked, opts)
         config.update({"detections": "ground-truth masks (oracle detections, ids removed, order shuffled)",
-                       "options": vars(opts),
-                       "identities": (f"SIMULATED IdNet, per-frame accuracy {args.simulated_idnet_accuracy}, "
-                                      f"mean error burst {args.simulated_idnet_burst} frames") if idnet else "none"})
+                       "options": vars(opts), "identities": identities})
         if args.save_pred:
             write_tracks_json(args.save_pred, tracked)
     try:
@@ -198,8 +218,58 @@ def evaluate_tracker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _real_idnet(args: argparse.Namespace, gt, tracked, opts) -> tuple[list, str, dict]:
+    """Identities of the tracks from the trained IdNet of --idnet-repo: (tracks, description, report entry)."""
+    import time
+
+    from services.tracker.real_idnet import (
+        argmax_accuracy,
+        check_names,
+        frame_images,
+        identify_tracks,
+        open_idnet,
+        smooth_identities,
+    )
+    from sipec.cli import CliError
+
+    try:
+        model = open_idnet(args.idnet_repo, args.idnet_model)
+    except ValueError as exc:
+        raise CliError(f"--idnet-repo: {exc}") from None
+    try:
+        try:
+            check_names(model, gt)
+        except ValueError as exc:
+            raise CliError(f"--idnet-repo: {exc}") from None
+        t0 = time.perf_counter()
+        try:
+            out = identify_tracks(model, tracked, frame_images(args.gt, [f.frame for f in gt.frames]))
+        except ValueError as exc:
+            raise CliError(f"--gt: {exc}") from None
+        seconds = time.perf_counter() - t0
+    finally:
+        model.close()
+    if out.errors:
+        print(f"idnet: {len(out.errors)} crop(s) answered with an error, e.g. {out.errors[0]}")
+    entry = {"repo": str(model.repo), "model": model.name, "version": model.version, "t": model.t,
+             "crop_px": model.crop_px, "class_names": model.names, "crops": out.crops,
+             "identified": len(out.probabilities), "errors": len(out.errors), "seconds": round(seconds, 2),
+             "crops_per_s": round(out.crops / seconds, 1) if seconds > 0 else None}
+    entry["argmax_accuracy"] = argmax_accuracy(gt, tracked, out, args.iou)
+    print(f"idnet: {out.crops} crops of {len({t.track_id for t in tracked})} tracks through IdentifyStream in "
+          f"{seconds:.1f} s ({entry['crops_per_s']} crops/s)")
+    if entry["argmax_accuracy"] is not None:
+        print(f"idnet alone (top class per crop, before smoothing): accuracy {entry['argmax_accuracy']:.4f}")
+    smoothed = smooth_identities(tracked, out, opts)
+    desc = (f"IdNet {model.repo}/{model.name} v{model.version} (T={model.t}, crop {model.crop_px} px, "
+            f"identities {', '.join(model.names)}), smoothed over {opts.identity_window} frames")
+    return smoothed, desc, entry
+
+
 def _print_tracker_report(source: str, config: dict, score) -> None:
+    first = config.get("first_frame")
     print(f"tracker on {source}: {config['frames']} frames"
+          + (f" from frame {first}" if first else "")
           + (f" (every {config['frame_step']}th)" if config["frame_step"] > 1 else ""))
     if "detections" in config:
         print(f"detections: {config['detections']}; identities: {config['identities']}")

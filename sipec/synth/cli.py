@@ -23,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--animals", type=int, default=4, metavar="N", help="number of animals, 1 to 8 (default 4)")
     p.add_argument("--frames", type=int, default=1000, metavar="F", help="number of frames (default 1000)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    p.add_argument("--appearance-seed", type=int, default=None, metavar="A",
+                   help="seed of the animals' looks only (default: --seed); the same A with another --seed gives "
+                        "the same individuals in another recording, e.g. a held-out video for IdNet")
     p.add_argument("--size", default="640x480", metavar="WxH", help="frame size, even numbers (default 640x480)")
     p.add_argument("--camera", default="top", choices=("top", "perspective"),
                    help="top: straight down on a cage; perspective: a room seen from one corner (default top)")
@@ -51,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
 
     from sipec.synth.config import SynthConfig
 
-    config = SynthConfig(animals=args.animals, frames=args.frames, seed=args.seed, width=width, height=height,
+    config = SynthConfig(animals=args.animals, frames=args.frames, seed=args.seed,
+                         appearance_seed=args.appearance_seed, width=width, height=height,
                          camera=args.camera, fps=args.fps, objects=not args.no_objects, identity_names=names,
                          noise_std=args.noise)
     try:
@@ -76,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
 def _flag_of(message: str) -> str:
     """The command-line flag a SynthConfig validation message is about."""
     for word, flag in (("identity names", "--names"), ("animals", "--animals"), ("frames", "--frames"),
-                       ("camera", "--camera"), ("size", "--size"), ("fps", "--fps"), ("seed", "--seed"),
-                       ("noise", "--noise")):
+                       ("camera", "--camera"), ("size", "--size"), ("fps", "--fps"),
+                       ("appearance seed", "--appearance-seed"), ("seed", "--seed"), ("noise", "--noise")):
         if message.startswith(word) or word in message.split(":")[0]:
             return flag
     return ""

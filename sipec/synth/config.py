@@ -17,6 +17,10 @@ class SynthConfig:
     animals: int = 4
     frames: int = 1000
     seed: int = 0
+    # the animals' looks (fur shade, marking, size) come from this seed when given, the rest (arena, motion,
+    # rendering) from `seed`: two videos with the same appearance_seed and different seeds show the same
+    # individuals in different recordings (held-out videos for IdNet)
+    appearance_seed: int | None = None
     width: int = 640
     height: int = 480
     camera: str = "top"
@@ -43,6 +47,8 @@ class SynthConfig:
             raise ValueError(f"fps must be between 1 and 240, not {self.fps}")
         if self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, not {self.seed}")
+        if self.appearance_seed is not None and self.appearance_seed < 0:
+            raise ValueError(f"appearance seed must be a non-negative integer, not {self.appearance_seed}")
         if self.identity_names is not None:
             names = list(self.identity_names)
             if len(names) != self.animals:

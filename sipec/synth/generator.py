@@ -81,6 +81,8 @@ class SynthGenerator:
         self.config = config
         seeds = np.random.SeedSequence(config.seed).spawn(5)
         look_rng, arena_rng, motion_rng, render_rng, frame_rng = (np.random.default_rng(s) for s in seeds)
+        if config.appearance_seed is not None:
+            look_rng = np.random.default_rng(np.random.SeedSequence(config.appearance_seed).spawn(5)[0])
         self.looks: list[Appearance] = make_appearances(config.animals, look_rng, config.names)
         self.arena: Arena = make_arena(config.camera, config.width, config.height, arena_rng, config.objects)
         self.scene = Scene(self.arena, self.looks, config.fps, motion_rng)

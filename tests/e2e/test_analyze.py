@@ -109,3 +109,46 @@ def test_bad_inputs_are_named_and_other_videos_still_run(setup, tmp_path):
                str(tmp_path / "o3"), "--config", str(tmp_path / "p2.yaml"), check=False)
     line = next(ln for ln in r.stderr.splitlines() if ln.startswith("sipec analyze: error:"))
     assert r.returncode == 2 and "posenet" in line and "not loaded" in line
+
+
+def test_analyze_stream_service_gives_the_analysis_results_and_survives_a_bad_frame(setup):
+    """`sipec serve orchestrator`: frames in over gRPC, one FrameResult per frame out, in order, the same
+    tracks and boxes as `sipec analyze` in-process; a frame that cannot be decoded gets its own error."""
+    import grpc
+
+    from sipec.api.convert import image_to_proto
+    from sipec.synth.reader import SynthDataset
+    from sipec.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
+    from tests.conftest import ServerProcess
+
+    d = setup
+    full = pq.read_table(d / "inproc" / "video" / "results.parquet").to_pandas()
+    server = ServerProcess(["serve", "orchestrator", "--models", str(d / "models"), "--config",
+                            str(d / "pipeline.yaml"), "--port", "0"], ready=r"orchestrator: serving on port (\d+)")
+    try:
+        channel = grpc.insecure_channel(f"localhost:{server.match.group(1)}")
+        stub = orchestrator_pb2_grpc.PipelineStub(channel)
+        info = stub.GetModelInfo(common_pb2.GetModelInfoRequest(), timeout=30)
+        assert info.architecture == "segnet+tracker"
+        with SynthDataset(d / "synth") as ds:
+            frames = list(ds.frames(0, 24))
+        requests = [orchestrator_pb2.AnalyzeRequest(frame=common_pb2.FrameRef(index=i, time_s=i / 30),
+                                                    image=image_to_proto(img)) for i, img in frames]
+        garbage = common_pb2.Image(encoded=common_pb2.EncodedImage(data=b"not a jpeg"))
+        requests.insert(5, orchestrator_pb2.AnalyzeRequest(frame=common_pb2.FrameRef(index=999), image=garbage))
+        got = list(stub.AnalyzeStream(iter(requests), timeout=300))
+        bad = [r for r in got if r.frame.index == 999]
+        assert len(bad) == 1 and bad[0].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        good = [r for r in got if r.frame.index != 999]
+        assert [r.frame.index for r in good] == list(range(24))
+        streamed = sorted((r.frame.index, a.track_id, round(a.instance.box.x1, 1)) for r in good for a in r.animals)
+        analysed = sorted((int(f), int(t), round(float(x), 1))
+                          for f, t, x in zip(full["frame"], full["track_id"], full["x1"], strict=True))
+        assert streamed == analysed
+        with pytest.raises(grpc.RpcError) as err:   # a module the pipeline was not configured with
+            list(stub.AnalyzeStream(iter([orchestrator_pb2.AnalyzeRequest(
+                frame=common_pb2.FrameRef(index=0), image=image_to_proto(frames[0][1]),
+                modules=["segnet", "posenet"])]), timeout=60))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "posenet" in err.value.details()
+    finally:
+        server.terminate()

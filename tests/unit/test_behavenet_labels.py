@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from services.behavenet.ethogram import bout_statistics, bouts, plot_ethogram, write_bout_statistics_csv
 from services.behavenet.via import read_via_segments, via_frame_labels
 from sipec.data.labels import BEHAVIOUR_COLUMNS, read_behaviour_csv
+from sipec.reports.ethogram import bout_statistics, bouts, plot_ethogram, write_bout_statistics_csv
 
 # A VIA 3 project as VIA's video annotator saves it: one video, one temporal-segment attribute
 # whose options are the behaviours, three segments (times in seconds) and one spatial region to ignore.

@@ -81,3 +81,36 @@ def test_stream_state_interleaves_subjects_and_limits_open_ones():
     assert state.end("unknown") == []
     assert sorted(r.subject for r in state.end_all()) == ["2+5", "7"]
     assert state.subjects == {}
+
+
+def test_one_batch_of_stream_requests_admits_subjects_in_request_order():
+    """A batch read ahead as a whole behaves as if its requests came one by one: an end_of_track early in the
+    batch makes room for a new subject later in it, and two new subjects cannot both take the last place."""
+    from services.behavenet.service import BehaveNetService, ServingConfig
+    from sipec.api.convert import image_to_proto
+    from sipec.v1 import behavenet_pb2, common_pb2
+
+    svc = BehaveNetService.__new__(BehaveNetService)   # no backends: features and windows faked below
+    svc.max_subjects, svc.max_crop_pixels = 2, 1 << 20
+    svc._features = lambda crops: np.zeros((len(crops), 4), np.float32)
+    svc._probabilities = lambda w: (np.tile([0.75, 0.25], (len(w), 1)).astype(np.float32), 1)
+    cfg = ServingConfig(n=0, classes=["rest", "walk"], input_size=8, feature_size=4, version=1)
+    crop = image_to_proto(np.zeros((8, 8, 3), np.uint8))
+
+    def frame(subject: str, index: int, end: bool = False, with_crop: bool = True) -> object:
+        return behavenet_pb2.BehaviourFrame(frame=common_pb2.FrameRef(index=index), subject=subject,
+                                            crop=crop if with_crop else None, end_of_track=end)
+
+    state: StreamState = StreamState(n=0, max_subjects=2)
+
+    def process(batch: list) -> list[tuple[str, int, int]]:
+        return sorted((r.subject, r.frame.index, r.error.code if r.HasField("error") else 0)
+                      for r in svc._process(batch, state, cfg))
+
+    assert process([frame("a", 0), frame("b", 0)]) == [("a", 0, 0), ("b", 0, 0)]
+    exhausted = 8   # RESOURCE_EXHAUSTED
+    got = process([frame("c", 0),                                        # c: a third subject, refused
+                   frame("a", 1, end=True, with_crop=False), frame("c", 1),  # a ended: room for c
+                   frame("d", 1)])                                       # the last place is c's: d refused
+    assert got == [("c", 0, exhausted), ("c", 1, 0), ("d", 1, exhausted)]
+    assert sorted(state.subjects) == ["b", "c"]

@@ -227,8 +227,8 @@ def test_multi_animal_dlc_csv_and_h5_give_one_animal_per_individual(tmp_path):
     import cv2
 
     from services.posenet.data import load_labels
-    from services.posenet.outputs import dlc_dataframe
     from sipec.data.dlc import DlcLabels, write_dlc_csv
+    from sipec.data.pose_outputs import dlc_dataframe
 
     folder = tmp_path / "labeled-data" / "session"
     folder.mkdir(parents=True)
@@ -343,7 +343,7 @@ def test_outputs_readable_by_pandas_and_sleap_io(tmp_path):
     import pandas as pd
     import sleap_io as sio
 
-    from services.posenet.outputs import write_dlc, write_predictions_slp
+    from sipec.data.pose_outputs import write_dlc, write_predictions_slp
 
     rng = np.random.default_rng(0)
     kp = np.concatenate([rng.uniform(0, 100, (3, 2, 4, 2)), rng.uniform(0, 1, (3, 2, 4, 1))], axis=-1)

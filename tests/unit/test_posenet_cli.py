@@ -52,11 +52,13 @@ def test_mask_centred_training_and_nwb_predictions_of_the_last_frames(synth_dir,
 
     repo = tmp_path / "repo"
     r = _sipec("train", "posenet", "--data", str(synth_dir), "--out", str(repo), "--epochs", "1", "--input-size",
-               "64", "--width", "8", "--test-fraction", "0.25", "--split", "last", "--crop-center", "mask")
+               "64", "--width", "8", "--test-fraction", "0.25", "--split", "last", "--step", "3", "--batch-size", "2")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "crops centred on mask" in r.stdout
+    assert "crops centred on mask" in r.stdout     # the default where the labels have masks
     info = json.loads((repo / "posenet" / "1" / "assets" / "sipec.json").read_text())
     assert info["crop"]["center"] == "mask" and info["training"]["data"]["format"] == "coco"
+    data = info["training"]["data"]
+    assert (data["train"], data["test"], data["step"]) == (5, 5, 3)   # frames 0, 3, .., 12 of the first 15
     r = _sipec("evaluate", "posenet", "--model-repo", str(repo), "--json", str(tmp_path / "m.json"),
                "--predictions", str(tmp_path / "pred.nwb"))
     assert r.returncode == 0, r.stderr[-2000:]

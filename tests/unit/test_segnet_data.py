@@ -140,15 +140,21 @@ def test_to_instances_filters_sorts_and_maps_back():
     det = {"boxes": np.array([[0, 0, 10, 10], [20, 20, 40, 30], [5, 5, 8, 8], [0, 0, 0, 0]], np.float32),
            "scores": np.array([0.5, 0.9, 0.2, 0.0], np.float32), "classes": np.zeros(4, np.int32),
            "masks": np.concatenate([masks, np.zeros((1, 14, 14), np.float32)]), "num_detections": np.array(3)}
-    out = to_instances(det, 0.5, 100, 100, ["animal"])
+    out = to_instances(det, 0.5, 100, 100, ["animal"], mask_overlap=1.0)
     assert [i.score for i in out] == pytest.approx([0.9, 0.5, 0.2])
+    # the 0.2 detection's mask lies wholly inside the 0.5 one's: a part of the same animal, suppressed by default
+    assert [i.score for i in to_instances(det, 0.5, 100, 100, ["animal"])] == pytest.approx([0.9, 0.5])
+    touching = {**det, "boxes": np.array([[0, 0, 10, 10], [9, 0, 19, 10], [0, 0, 0, 0], [0, 0, 0, 0]], np.float32),
+                "num_detections": np.array(2)}   # two animals sharing a 2-pixel strip of their masks: both kept
+    assert len(to_instances(touching, 0.5, 100, 100, ["animal"])) == 2
     assert out[0].box == (40, 40, 80, 60) and out[0].class_name == ""
     assert out[0].com == pytest.approx((60.0, 50.0))
-    assert len(to_instances(det, 0.5, 100, 100, ["animal"], min_score=0.4)) == 2
+    assert len(to_instances(det, 0.5, 100, 100, ["animal"], min_score=0.4, mask_overlap=1.0)) == 2
     assert len(to_instances(det, 0.5, 100, 100, ["animal"], max_instances=1)) == 1
     bare = to_instances(det, 0.5, 100, 100, ["animal"], omit_masks=True)
     assert bare[0].rle is None and bare[0].com is not None
-    named = to_instances({**det, "classes": np.array([1, 0, 1, 0], np.int32)}, 0.5, 100, 100, ["mouse", "rat"])
+    named = to_instances({**det, "classes": np.array([1, 0, 1, 0], np.int32)}, 0.5, 100, 100, ["mouse", "rat"],
+                         mask_overlap=1.0)
     assert [i.class_name for i in named] == ["mouse", "rat", "rat"]
 
 
