@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ class VideoOutcome:
     seconds: float = 0.0
     error: str = ""
     files: list[str] = field(default_factory=list)
+    retries: int = 0   # times the video was taken up again after a module was unavailable
 
     @property
     def fps(self) -> float:
@@ -48,9 +50,25 @@ def _names(modules: ModuleSet, name: str, field_: str) -> list[str]:
     return list(getattr(modules.info[name], field_)) if name in modules else []
 
 
+def output_names(videos: list[Path]) -> dict[Path, str]:
+    """The result folder name of each video: its file stem made a safe single path component (no separators, no
+    leading dot, so never `.` or `..`), with `-2`, `-3`, ... for stems that repeat, in the order given."""
+    names: dict[Path, str] = {}
+    used: set[str] = set()
+    for video in videos:
+        base = re.sub(r"[^A-Za-z0-9_.+-]", "_", video.stem).lstrip(".") or "video"
+        name, k = base, 1
+        while name in used:
+            k += 1
+            name = f"{base}-{k}"
+        used.add(name)
+        names[video] = name
+    return names
+
+
 def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineConfig, resume: bool = False,
-                  progress: Callable[[int, int], None] | None = None) -> VideoOutcome:
-    folder = out / video.stem
+                  progress: Callable[[int, int], None] | None = None, name: str | None = None) -> VideoOutcome:
+    folder = out / (name or output_names([video])[video])
     outcome = VideoOutcome(video, folder, ok=False)
     t0 = time.time()
     try:
@@ -73,8 +91,12 @@ def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineCo
                 sink.add(state)
 
             replay = _tracker_replay(sink.writer.table()) if start > 0 and "tracker" in modules else None
-            pipeline.run(reader, emit, progress=(lambda i: progress(i, info.frames)) if progress else None,
-                         replay=replay)
+            try:
+                pipeline.run(reader, emit, progress=(lambda i: progress(i, info.frames)) if progress else None,
+                             replay=replay)
+            except BaseException:
+                sink.writer.flush()   # the frames completed so far are kept: a retry or --resume continues after them
+                raise
             decode_error = reader.error
             decode_fps = reader.decode_fps
         table = sink.writer.finish()
@@ -172,13 +194,42 @@ def analyze(videos: list[Path], out: Path, modules: ModuleSet, config: PipelineC
             progress_factory: Callable[[Path, int], Any] | None = None) -> list[VideoOutcome]:
     """Every video in turn; one failing never stops the others."""
     outcomes = []
+    names = output_names(videos)
     for video in videos:
         bar = progress_factory(video, 0) if progress_factory else None
-        try:
-            outcome = analyze_video(video, out, modules, config, resume,
-                                    progress=(lambda i, n, bar=bar: bar(i, n)) if bar else None)
-        except Exception as exc:  # noqa: BLE001 - reported per video; the call goes on with the next one
-            log.exception("analysis failed", extra={"video": str(video)})
-            outcome = VideoOutcome(video, out / video.stem, ok=False, error=f"{video}: {exc}")
+        attempt = 0
+        while True:
+            try:
+                outcome = analyze_video(video, out, modules, config, resume or attempt > 0,
+                                        progress=(lambda i, n, bar=bar: bar(i, n)) if bar else None,
+                                        name=names[video])
+                outcome.retries = attempt
+                break
+            except Exception as exc:  # noqa: BLE001 - reported per video; the call goes on with the next one
+                if unavailable(exc) and attempt < config.retries:
+                    delay = config.retry_backoff_s * 2 ** attempt
+                    attempt += 1
+                    log.warning("a module is unavailable; retrying the video from its last completed frame",
+                                extra={"video": str(video), "attempt": attempt, "of": config.retries,
+                                       "delay_s": delay, "error": str(exc)})
+                    time.sleep(delay)
+                    continue
+                log.exception("analysis failed", extra={"video": str(video)})
+                outcome = VideoOutcome(video, out / names[video], ok=False, error=f"{video}: {exc}", retries=attempt)
+                break
         outcomes.append(outcome)
     return outcomes
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` (or the gRPC error a stream failed with) says a module is unavailable: worth a retry."""
+    import grpc
+
+    seen = 0
+    while exc is not None and seen < 5:
+        code = exc.code() if hasattr(exc, "code") and callable(exc.code) else None
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return True
+        exc = getattr(exc, "cause", None) or exc.__cause__
+        seen += 1
+    return False

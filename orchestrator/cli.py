@@ -96,7 +96,8 @@ def run_analyze(args: argparse.Namespace) -> int:
     failed = 0
     for o in outcomes:
         if o.ok:
-            print(f"{o.video}: {o.frames} frames in {o.seconds:.1f} s ({o.fps:.1f} frames/s) -> {o.folder}")
+            again = f", taken up again {o.retries} time(s) after a module was unavailable" if o.retries else ""
+            print(f"{o.video}: {o.frames} frames in {o.seconds:.1f} s ({o.fps:.1f} frames/s){again} -> {o.folder}")
         else:
             failed += 1
             kept = f"; results so far in {o.folder}" if o.frames else ""

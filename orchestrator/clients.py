@@ -135,13 +135,14 @@ def descriptor(module: str) -> Any:
     return pb2.DESCRIPTOR.services_by_name[service]
 
 
-def grpc_stub(module: str, address: str, tls: ClientTLS | None = None) -> Any:
-    """The generated stub of `module` on a channel to `address` (dns:///host:port for round-robin)."""
+def grpc_stub(module: str, address: str, tls: ClientTLS | None = None, token: str | None = None) -> Any:
+    """The generated stub of `module` on a channel to `address` (dns:///host:port for round-robin); with
+    `token`, every call carries `authorization: Bearer <token>`."""
     import importlib
 
     proto, service = SERVICES[module]
     pb2_grpc = importlib.import_module(f"sipec.v1.{proto}_pb2_grpc")
-    return getattr(pb2_grpc, f"{service}Stub")(make_channel(address, tls))
+    return getattr(pb2_grpc, f"{service}Stub")(make_channel(address, tls, token=token))
 
 
 def in_process_stub(module: str, servicer: Any) -> InProcessStub:

@@ -9,6 +9,8 @@ outputs: {annotated_video: true, pose: true, ethogram: true, density: true}
 chunk_frames: 200            # rows are checkpointed every this many frames (resume granularity)
 max_frames_in_flight: 64     # bounded memory between decoding and completed frames
 timeout_s: 120
+retries: 4                   # a module UNAVAILABLE mid-video: retry the video this many times, resuming ...
+retry_backoff_s: 1.0         # ... after 1, 2, 4, 8 s (doubling)
 ```
 """
 
@@ -41,6 +43,8 @@ class PipelineConfig:
     chunk_frames: int = 200
     max_frames_in_flight: int = 64
     timeout_s: float = 120.0
+    retries: int = 4
+    retry_backoff_s: float = 1.0
 
     def pipeline_options(self) -> PipelineOptions:
         return PipelineOptions(modules=self.modules, min_score=self.min_score, max_instances=self.max_instances,
@@ -63,7 +67,7 @@ def parse_config(data: dict[str, Any], source: str = "config") -> PipelineConfig
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     known = {"modules", "segnet", "tracker", "estimate_3d", "outputs", "chunk_frames", "max_frames_in_flight",
-             "timeout_s"}
+             "timeout_s", "retries", "retry_backoff_s"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -106,6 +110,13 @@ def parse_config(data: dict[str, Any], source: str = "config") -> PipelineConfig
             setattr(cfg, key, _expect(f"{source}: {key}", data[key], int, positive=True))
     if "timeout_s" in data:
         cfg.timeout_s = float(_expect(f"{source}: timeout_s", data["timeout_s"], (int, float), positive=True))
+    if "retries" in data:
+        cfg.retries = _expect(f"{source}: retries", data["retries"], int)
+        if cfg.retries < 0:
+            raise ConfigError(f"{source}: retries: must be 0 or more, got {cfg.retries}")
+    if "retry_backoff_s" in data:
+        cfg.retry_backoff_s = float(_expect(f"{source}: retry_backoff_s", data["retry_backoff_s"], (int, float),
+                                            positive=True))
     return cfg
 
 

@@ -19,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "sipec.serving.cli",
     "sipec.models_cli",
     "sipec.deploy",
+    "sipec.label.cli",
 )
 
 # The modules. Each one that exists as services/<name>/cli.py adds itself to `sipec train`,

@@ -70,7 +70,7 @@ QUICK = Profile(
 
 
 _SHOW = re.compile(r"^(segnet|idnet|posenet|behavenet|tracker|sipec)\b|^epoch \d|^\s*(exported|wrote|held-out)|"
-                   r"^/.*frames in .* frames/s")
+                   r"\d+ frames in [\d.]+ s \([\d.]+ frames/s\)")
 
 
 def _sipec(*args: str, quiet: bool = False) -> subprocess.CompletedProcess:
@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("KERAS_HOME", str(out / ".keras"))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # step 6 imports TensorFlow in this process
     t0 = time.time()
     train, test = step_synth(out, profile)
     repo = step_train(out, train, profile)

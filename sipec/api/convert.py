@@ -37,6 +37,9 @@ _JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xC
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})
 _JPEG_HEADER_SCAN_BYTES = 1 << 20
 _IMDECODE_FLAGS = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
+# Largest mask (height * width) accepted from a message by default: a few bytes of RLE counts can describe a
+# frame of any size, and decoding allocates height * width bytes. 8192 x 8192, above every image limit.
+DEFAULT_MAX_MASK_PIXELS = 1 << 26
 
 
 class ConversionError(ValueError):
@@ -258,20 +261,27 @@ def mask_to_proto(mask: np.ndarray) -> common_pb2.Mask:
                            box=box_to_proto(box if box is not None else (0.0, 0.0, 0.0, 0.0)))
 
 
-def mask_from_proto(msg: common_pb2.Mask, field: str = "mask") -> np.ndarray:
-    """HxW bool mask from a ``Mask`` message (validated: sizes > 0, counts decodable)."""
-    return geometry.decode_rle(rle_from_proto(msg, field=field))
+def mask_from_proto(msg: common_pb2.Mask, field: str = "mask",
+                    max_pixels: int | None = DEFAULT_MAX_MASK_PIXELS) -> np.ndarray:
+    """HxW bool mask from a ``Mask`` message (validated: sizes > 0, at most ``max_pixels``, counts decodable)."""
+    return geometry.decode_rle(rle_from_proto(msg, field=field, max_pixels=max_pixels))
 
 
-def rle_from_proto(msg: common_pb2.Mask, field: str = "mask", validate: bool = True) -> dict:
+def rle_from_proto(msg: common_pb2.Mask, field: str = "mask", validate: bool = True,
+                   max_pixels: int | None = DEFAULT_MAX_MASK_PIXELS) -> dict:
     """pycocotools RLE ``{"size": [h, w], "counts": bytes}`` from a ``Mask`` without decoding it.
 
     With ``validate`` the counts are parsed (vectorised, no mask is allocated) and must describe
     exactly height * width pixels; pycocotools itself reads garbage memory for some bad counts.
+    A mask of more than ``max_pixels`` (height * width; None: no limit) raises :class:`TooLargeError`
+    before anything is parsed: decoding it would allocate that many bytes.
     """
     h, w = int(msg.height), int(msg.width)
     if h == 0 or w == 0:
         raise ConversionError(f"{field}: height and width must be > 0, got height={h} width={w}")
+    if max_pixels is not None and h * w > max_pixels:
+        raise TooLargeError(f"{field}: {w}x{h} = {h * w} pixels exceeds the limit of {max_pixels} pixels "
+                            "for a mask; masks are in frame (or crop) coordinates")
     counts = msg.counts
     if validate:
         runs = rle_counts_to_runs(counts, field=f"{field}.counts")
@@ -469,12 +479,14 @@ def instance_to_proto(inst: InstanceData) -> common_pb2.Instance:
 
 
 def instance_from_proto(msg: common_pb2.Instance, decode_mask: bool = False,
-                        field: str = "instance") -> InstanceData:
+                        field: str = "instance", max_mask_pixels: int | None = DEFAULT_MAX_MASK_PIXELS
+                        ) -> InstanceData:
     """``InstanceData`` from an ``Instance``; ``decode_mask`` also fills ``mask``.
 
-    Unset box/com/mask come back as None.
+    Unset box/com/mask come back as None. A mask larger than ``max_mask_pixels`` raises TooLargeError.
     """
-    rle = rle_from_proto(msg.mask, field=f"{field}.mask") if msg.HasField("mask") else None
+    rle = (rle_from_proto(msg.mask, field=f"{field}.mask", max_pixels=max_mask_pixels)
+           if msg.HasField("mask") else None)
     return InstanceData(
         box=box_from_proto(msg.box, field=f"{field}.box") if msg.HasField("box") else None,
         score=float(msg.score),

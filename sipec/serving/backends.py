@@ -109,13 +109,14 @@ class TFServingBackend(ModelBackend):
     kind = "tfserving"
 
     def __init__(self, address: str, model_name: str, timeout_s: float = 30.0, tls: ClientTLS | None = None,
-                 max_message_bytes: int = 64 * 1024 * 1024, channel: grpc.Channel | None = None) -> None:
+                 max_message_bytes: int = 64 * 1024 * 1024, channel: grpc.Channel | None = None,
+                 token: str | None = None) -> None:
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
         super().__init__(model_name)
         self.address = address
         self.timeout_s = timeout_s
-        self._channel = channel or make_channel(address, tls, max_message_bytes)
+        self._channel = channel or make_channel(address, tls, max_message_bytes, token=token)
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._status = model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._meta_lock = threading.Lock()
@@ -219,5 +220,8 @@ def make_backend(kind: str, model_name: str, model_repo: str | Path | None = Non
     if kind == "tfserving":
         if not address:
             raise ValueError("the tfserving backend needs --tfserving ADDRESS (host:port)")
-        return TFServingBackend(address, model_name, timeout_s=timeout_s, tls=tls)
+        from sipec.serving.auth import client_token
+
+        # a model-server started with --auth-token-file needs the token; TF Serving ignores the header
+        return TFServingBackend(address, model_name, timeout_s=timeout_s, tls=tls, token=client_token())
     raise ValueError(f"unknown backend {kind!r}: use 'local' or 'tfserving'")

@@ -1,7 +1,8 @@
 """`sipec serve ...` and `sipec health`: run services and check them.
 
 Module services register their own `sipec serve <module>` through `SERVE_COMMANDS` as they land; the
-flags every server shares (port, metrics port, message size, TLS, grace period) are defined once here.
+flags every server shares (port, metrics port, message size, TLS, bearer-token auth, grace period) are defined
+once here.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ def add_server_arguments(p: argparse.ArgumentParser, default_port: int) -> None:
     g.add_argument("--tls-key", default=os.environ.get("SIPEC_TLS_KEY"), help="server key (PEM); env SIPEC_TLS_KEY")
     g.add_argument("--tls-client-ca", default=os.environ.get("SIPEC_TLS_CLIENT_CA"),
                    help="CA of client certificates: turns on mutual TLS; env SIPEC_TLS_CLIENT_CA")
+    g.add_argument("--auth-token-file", default=os.environ.get("SIPEC_AUTH_TOKEN_FILE"),
+                   help="accept only calls with metadata 'authorization: Bearer <token>', the tokens being this "
+                        "file's lines; health checks and reflection stay open; env SIPEC_AUTH_TOKEN_FILE")
 
 
 def server_config_from_args(args: argparse.Namespace):
@@ -49,9 +53,18 @@ def server_config_from_args(args: argparse.Namespace):
                         Path(args.tls_client_ca) if args.tls_client_ca else None)
     if args.max_message_mb <= 0:
         raise CliError("--max-message-mb must be positive")
+    auth_token_file = None
+    if getattr(args, "auth_token_file", None):
+        from sipec.serving.auth import TokenFileError, read_tokens
+
+        try:
+            read_tokens(args.auth_token_file)   # fail at start with a clear message, not at the first call
+        except TokenFileError as exc:
+            raise CliError(f"--auth-token-file: {exc}") from None
+        auth_token_file = Path(args.auth_token_file)
     return ServerConfig(port=args.port, host=args.host, metrics_port=args.metrics_port,
                         max_message_bytes=int(args.max_message_mb * 1024 * 1024),
-                        max_workers=args.workers, grace_s=args.grace_s, tls=tls)
+                        max_workers=args.workers, grace_s=args.grace_s, tls=tls, auth_token_file=auth_token_file)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -87,6 +100,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     h.add_argument("address", help="host:port")
     h.add_argument("--service", default="", help="service name (default: the whole server)")
     h.add_argument("--wait", type=float, default=0.0, help="wait up to this many seconds for SERVING")
+    h.add_argument("--auth-token-file", default=os.environ.get("SIPEC_AUTH_TOKEN_FILE"),
+                   help="send the first token of this file as 'authorization: Bearer' (health checks are open on "
+                        "SIPEC servers, but a gateway in front may ask for it); env SIPEC_AUTH_TOKEN_FILE")
     h.set_defaults(func=run_health)
 
 
@@ -100,6 +116,15 @@ def run_model_server(args: argparse.Namespace) -> int:
     from sipec.serving.model_server import ModelServer
 
     names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
+    if names:
+        from sipec.serving.errors import InvalidInput
+        from sipec.serving.repository import check_model_name
+
+        try:
+            for n in names:
+                check_model_name(n)
+        except InvalidInput as exc:
+            raise CliError(f"--models: {exc}") from None
     server = ModelServer(repo, config, names=names, poll_s=args.poll_s)
     server.runtime.install_signal_handlers()  # before the ready line: a SIGTERM right after it drains
     port = server.start()
@@ -111,9 +136,15 @@ def run_model_server(args: argparse.Namespace) -> int:
 
 
 def run_health(args: argparse.Namespace) -> int:
+    from sipec.cli import CliError
+    from sipec.serving.auth import TokenFileError, client_token
     from sipec.serving.client import health_status, make_channel, wait_for_serving
 
-    channel = make_channel(args.address)
+    try:
+        token = client_token(token_file=args.auth_token_file, use_env=False)
+    except TokenFileError as exc:
+        raise CliError(f"--auth-token-file: {exc}") from None
+    channel = make_channel(args.address, token=token)
     if args.wait > 0:
         with contextlib.suppress(TimeoutError):
             wait_for_serving(channel, args.service, timeout_s=args.wait)

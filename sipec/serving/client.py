@@ -1,4 +1,4 @@
-"""Client side: channels with the project's limits and TLS, health checks."""
+"""Client side: channels with the project's limits, TLS and bearer token, health checks."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from sipec.serving.auth import BearerTokenClientInterceptor
 from sipec.serving.runtime import DEFAULT_MAX_MESSAGE_BYTES
 
 
@@ -41,14 +42,22 @@ def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 
 
 def make_channel(address: str, tls: ClientTLS | None = None,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.Channel:
-    """A channel to `address` (host:port; `dns:///name:port` for client-side round-robin over a headless Service)."""
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, token: str | None = None) -> grpc.Channel:
+    """A channel to `address` (host:port; `dns:///name:port` for client-side round-robin over a headless Service).
+
+    With `token`, every call carries `authorization: Bearer <token>` (a client interceptor, so it works on
+    plaintext channels too, where gRPC refuses call credentials); see `sipec.serving.auth.client_token`.
+    """
     opts = channel_options(max_message_bytes, tls)
     if address.startswith("dns:///"):
         opts.append(("grpc.lb_policy_name", "round_robin"))
     if tls is not None:
-        return grpc.secure_channel(address, tls.credentials(), options=opts)
-    return grpc.insecure_channel(address, options=opts)
+        channel = grpc.secure_channel(address, tls.credentials(), options=opts)
+    else:
+        channel = grpc.insecure_channel(address, options=opts)
+    if token:
+        channel = grpc.intercept_channel(channel, BearerTokenClientInterceptor(token))
+    return channel
 
 
 def health_status(channel: grpc.Channel, service: str = "", timeout_s: float = 2.0) -> str:

@@ -6,7 +6,8 @@ For machines where the TF Serving binary is not installed. Speaks the same
 policy and hot loading of new versions. Classify, Regress, MultiInference and
 HandleReloadConfigRequest answer UNIMPLEMENTED.
 
-Errors: unknown model or version -> NOT_FOUND naming it; wrong input name, dtype or shape ->
+Errors: unknown model or version -> NOT_FOUND naming it; a malformed model name ("../x", "a/b", "") ->
+INVALID_ARGUMENT before anything is looked up; wrong input name, dtype or shape ->
 INVALID_ARGUMENT naming the input and what was expected; oversize message -> RESOURCE_EXHAUSTED (gRPC's
 own limit, `--max-message-mb`). The server keeps serving after each.
 """
@@ -31,7 +32,7 @@ from tensorflow_serving.apis import (
 from sipec.api.tensors import ndarray_to_tensor_proto, tensor_proto_to_ndarray
 from sipec.serving.errors import InvalidInput, NotFound, grpc_errors
 from sipec.serving.models import LoadedModel, ModelManager
-from sipec.serving.repository import ModelRepository
+from sipec.serving.repository import ModelRepository, check_model_name
 from sipec.serving.runtime import ServerConfig, ServiceRuntime
 
 log = logging.getLogger("sipec.model_server")
@@ -67,6 +68,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     @grpc_errors
     def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext):
         spec = request.model_spec
+        check_model_name(spec.name)   # one path component: "../x" or "a/b" is INVALID_ARGUMENT
         model = self.manager.get(spec.name, _requested_version(spec))
         inputs: dict[str, np.ndarray] = {}
         for name, tensor in request.inputs.items():
@@ -90,6 +92,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest,
                          context: grpc.ServicerContext):
         spec = request.model_spec
+        check_model_name(spec.name)
         fields = list(request.metadata_field)
         if fields != ["signature_def"]:
             raise InvalidInput(f"metadata_field must be ['signature_def'], got {fields}")
@@ -121,6 +124,7 @@ class ModelStatusServicer(model_service_pb2_grpc.ModelServiceServicer):
     @grpc_errors
     def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext):
         spec = request.model_spec
+        check_model_name(spec.name)
         wanted = _requested_version(spec)
         state = self.manager.state(spec.name)
         if state is None:

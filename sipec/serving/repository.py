@@ -110,10 +110,10 @@ class ModelRepository:
         returns a dict of named outputs. `metadata` becomes assets/sipec.json and the
         `sipec_metadata` signature. Returns the written version.
         """
+        check_model_name(name)   # before anything else: a bad name never reaches the file system
         import tensorflow as tf
         from keras.export import ExportArchive
 
-        check_model_name(name)
         version = version or self.next_version(name)
         final = self.root / name / str(version)
         if final.exists():

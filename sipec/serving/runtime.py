@@ -7,6 +7,8 @@ A `ServiceRuntime` gives each service, without code of its own:
 - Prometheus metrics on a side HTTP port (see `sipec.serving.metrics`);
 - a configurable maximum message size (larger messages are refused with RESOURCE_EXHAUSTED by gRPC);
 - optional TLS, or mutual TLS when a client CA is given;
+- optional bearer-token authentication (`auth_token_file`, see `sipec.serving.auth`): calls without an
+  accepted token get UNAUTHENTICATED; health checking and reflection stay open for probes;
 - graceful shutdown on SIGTERM/SIGINT: health turns NOT_SERVING at once, new calls are refused, calls in
   flight get `grace_s` seconds to finish;
 - structured logs of start, stop and the bound ports.
@@ -27,6 +29,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from sipec.serving.auth import BearerTokenInterceptor
 from sipec.serving.metrics import MetricsInterceptor, ServiceMetrics
 
 log = logging.getLogger("sipec.serving")
@@ -64,6 +67,7 @@ class ServerConfig:
     grace_s: float = 10.0
     max_connection_age_ms: int = 300_000
     tls: TLSConfig | None = None
+    auth_token_file: Path | None = None   # accepted bearer tokens, one a line (sipec.serving.auth)
     interceptors: list[grpc.ServerInterceptor] = field(default_factory=list)
 
     def channel_options(self) -> list[tuple[str, Any]]:
@@ -90,10 +94,16 @@ class ServiceRuntime:
         self._serving: dict[str, bool] = {}
         self._stopped = threading.Event()
         self._done = threading.Event()   # set when stop() has finished (drained, metrics closed, logged)
+        interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor(self.metrics)]
+        self.auth: BearerTokenInterceptor | None = None
+        if self.config.auth_token_file is not None:
+            # after the metrics interceptor: refused calls are counted with code UNAUTHENTICATED
+            self.auth = BearerTokenInterceptor.from_file(self.config.auth_token_file)
+            interceptors.append(self.auth)
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.config.max_workers,
                                        thread_name_prefix=f"{name}-rpc"),
-            interceptors=[MetricsInterceptor(self.metrics), *self.config.interceptors],
+            interceptors=[*interceptors, *self.config.interceptors],
             options=self.config.channel_options(),
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
         )
@@ -141,7 +151,8 @@ class ServiceRuntime:
             self.metrics_port = self.metrics.serve_http(self.config.metrics_port, self.config.metrics_host)
         log.info("%s listening", self.name, extra={"service": self.name, "port": self.port,
                                                     "metrics_port": self.metrics_port,
-                                                    "tls": self.config.tls is not None})
+                                                    "tls": self.config.tls is not None,
+                                                    "auth": "bearer" if self.auth is not None else "none"})
         return self.port
 
     def stop(self, grace_s: float | None = None) -> None:

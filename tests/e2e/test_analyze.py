@@ -7,31 +7,18 @@ detections) feeds the tracker; outputs are checked for completeness, and the two
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import cv2
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import ROOT
-
-
-def _sipec(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sipec", *args], cwd=ROOT, text=True, capture_output=True,
-                          check=check, timeout=900)
+from tests.e2e.common import sipec as _sipec
+from tests.e2e.common import synth_with_segnet
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    d = tmp_path_factory.mktemp("e2e")
-    _sipec("synth", "--out", str(d / "synth"), "--animals", "2", "--frames", "24", "--size", "320x240", "--seed", "2",
-           "--quiet")
-    _sipec("train", "segnet", "--synth", str(d / "synth"), "--out", str(d / "models"), "--image-size", "128",
-           "--epochs", "6", "--limit", "24", "--batch-size", "2")
-    (d / "pipeline.yaml").write_text("modules: [segnet, tracker]\nsegnet: {min_score: 0.001, max_instances: 3}\n"
-                                     "chunk_frames: 10\n")
-    return d
+    return synth_with_segnet(tmp_path_factory.mktemp("e2e"), frames=24, seed=2)
 
 
 def test_in_process_and_grpc_services_give_the_same_results(setup):

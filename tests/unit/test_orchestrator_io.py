@@ -131,3 +131,15 @@ def test_bidi_stream_lock_step_callbacks_and_failure():
     f.send("boom")
     with pytest.raises(StreamFailed, match="fail stream failed.*bad request"):
         f.close()
+
+
+def test_result_folder_names_stay_inside_out_and_never_collide():
+    from pathlib import Path
+
+    from orchestrator.analyze import output_names
+
+    videos = [Path("a/cage 1.mp4"), Path("b/cage 1.mp4"), Path("x/...mp4"), Path("..mp4"), Path("c/.hidden.avi"),
+              Path("d/ok-name_2.mkv")]
+    names = output_names(videos)
+    assert list(names.values()) == ["cage_1", "cage_1-2", "video", "video-2", "hidden", "ok-name_2"]
+    assert all("/" not in n and not n.startswith(".") for n in names.values())
