@@ -7,6 +7,7 @@ return a response iterator).
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -62,11 +63,17 @@ class BidiStream:
             self._responses.put(_END)
 
     def send(self, request: Any) -> None:
-        if self.error is not None:
-            raise self.error
-        if self._closed:
-            raise RuntimeError(f"{self.name} stream already closed")
-        self._requests.put(request)
+        """Queue a request; blocks while the queue is full (backpressure), but never past a failure or cancel."""
+        while True:
+            if self.error is not None:
+                raise self.error
+            if self._closed:
+                raise RuntimeError(f"{self.name} stream already closed")
+            try:
+                self._requests.put(request, timeout=0.1)
+                break
+            except queue.Full:
+                continue
         self.sent += 1
 
     def recv(self, timeout_s: float | None = None) -> Any:
@@ -86,13 +93,26 @@ class BidiStream:
         """End the request side and wait until every response has been handled."""
         if not self._closed:
             self._closed = True
-            self._requests.put(_END)
+            while True:   # a call that died no longer drains the queue: do not wait on it forever
+                try:
+                    self._requests.put(_END, timeout=0.1)
+                    break
+                except queue.Full:
+                    if self.error is not None or not self._thread.is_alive():
+                        break
         self._thread.join(wait_s)
         if self.error is not None:
             raise self.error
 
     def cancel(self) -> None:
+        """Abort the call; never blocks (a dead call no longer drains the request queue, so make room)."""
+        self._closed = True
         if hasattr(self._call, "cancel"):
             self._call.cancel()
-        self._closed = True
-        self._requests.put(_END)
+        while True:
+            try:
+                self._requests.put_nowait(_END)
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self._requests.get_nowait()

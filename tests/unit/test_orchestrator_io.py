@@ -143,3 +143,41 @@ def test_result_folder_names_stay_inside_out_and_never_collide():
     names = output_names(videos)
     assert list(names.values()) == ["cage_1", "cage_1-2", "video", "video-2", "hidden", "ok-name_2"]
     assert all("/" not in n and not n.startswith(".") for n in names.values())
+
+
+def test_bidi_stream_never_blocks_on_a_dead_call_with_a_full_request_queue():
+    """A module killed mid-video: its call stops draining requests. Cancelling, closing and sending must return
+    (with the failure) instead of waiting on the full queue forever."""
+    import threading
+    import time
+
+    from orchestrator.streams import BidiStream, StreamFailed
+
+    class Dead(Exception):
+        pass
+
+    started = threading.Event()
+
+    def dying_call(requests):
+        started.set()
+        time.sleep(0.2)          # requests pile up, unread
+        raise Dead("UNAVAILABLE: socket closed")
+        yield  # pragma: no cover - a generator that never yields
+
+    s = BidiStream("segnet", dying_call, max_pending=2)
+    s.send(1)
+    s.send(2)                    # the queue is now full
+    started.wait(5)
+    t0 = time.monotonic()
+    with pytest.raises(StreamFailed, match="socket closed"):
+        s.send(3)                # would block forever on a full queue; raises once the call has failed
+    s.cancel()                   # would block forever too
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(StreamFailed):
+        s.close(wait_s=1)
+
+    idle = BidiStream("tracker", lambda requests: iter(()), max_pending=1)   # ends at once, reads nothing
+    idle.send(1)
+    t0 = time.monotonic()
+    idle.close(wait_s=1)
+    assert time.monotonic() - t0 < 5

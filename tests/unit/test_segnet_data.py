@@ -193,3 +193,19 @@ def test_cli_errors_name_the_file_or_flag(tmp_path, synth, capsys):
     assert "--model-repo: directory not found" in capsys.readouterr().err
     assert main(["evaluate", "segnet", "--synth", str(synth), "--folds", "9"]) == 2
     assert "--folds must be between 2 and the number of images (6)" in capsys.readouterr().err
+
+
+def test_folds_and_label_count_ablation_train_and_score_each_split(synth, tmp_path, capsys):
+    """`--folds 2` trains a model per fold and scores its held-out images; `--train-sizes 2,4` trains on 2 and 4
+    images and scores one common test set; both land in the JSON with the mean and spread of the folds."""
+    out = tmp_path / "protocols.json"
+    assert main(["evaluate", "segnet", "--synth", str(synth), "--folds", "2", "--train-sizes", "2,4",
+                 "--test-fraction", "0.3", "--epochs", "1", "--batch-size", "2", "--image-size", "128",
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [r["fold"] for r in report["folds"]] == [1, 2]
+    assert all(r["train_images"] == 3 and r["images"] == 3 and 0.0 <= r["map50"] <= 1.0 for r in report["folds"])
+    assert set(report["folds_summary"]["map50"]) == {"mean", "sd"}
+    assert [r["train_images"] for r in report["train_sizes"]] == [2, 4]
+    assert len({r["images"] for r in report["train_sizes"]}) == 1      # the same test images for every size
+    assert "2-fold mAP@0.5" in capsys.readouterr().out
