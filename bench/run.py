@@ -17,7 +17,7 @@ from pathlib import Path
 from bench.common import machine
 
 BENCHMARKS = ("bench.bench_synth", "bench.bench_serving", "bench.bench_tracker", "bench.bench_idnet",
-              "bench.bench_posenet", "bench.bench_segnet", "bench.bench_behavenet")
+              "bench.bench_posenet", "bench.bench_segnet", "bench.bench_behavenet", "bench.bench_analyze")
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
