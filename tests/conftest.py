@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,6 +69,27 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+MODEL_SERVER_READY = r"model-server: serving .* on port (\d+)"
+
+
+@contextlib.contextmanager
+def behind_model_server(module: str, repo: Path, ready: str, *module_args: str,
+                        poll_s: str = "0.3") -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """`sipec serve model-server` on `repo` and `sipec serve MODULE --backend tfserving` in front of it:
+    yields (model server, module server); both are stopped on exit (a test may stop the model server first)."""
+    ms = ServerProcess(["serve", "model-server", "--model-repo", str(repo), "--port", "0", "--poll-s", poll_s],
+                       MODEL_SERVER_READY)
+    module_server = None
+    try:
+        module_server = ServerProcess(["serve", module, "--backend", "tfserving", "--tfserving",
+                                       f"localhost:{ms.match.group(1)}", "--port", "0", *module_args], ready)
+        yield ms, module_server
+    finally:
+        if module_server is not None:
+            module_server.terminate()
+        ms.terminate()
 
 
 def wait_until(predicate, timeout_s: float = 30.0, poll_s: float = 0.1) -> bool:

@@ -18,10 +18,9 @@ import grpc
 import numpy as np
 import pytest
 
-from tests.conftest import ServerProcess, wait_until
+from tests.conftest import ServerProcess, behind_model_server, wait_until
 
 READY = r"behavenet: serving on port (\d+)"
-MS_READY = r"model-server: serving .* on port (\d+)"
 N = 2  # window half-width of the test model
 TRAIN_ARGS = ["--epochs", "8", "--temporal-epochs", "6", "--input-size", "32", "--crop-px", "64",
               "--pair-crop-px", "96", "--pair-dilation-px", "4", "--window-n", str(N), "--frame-step", "3",
@@ -306,13 +305,8 @@ def test_tfserving_backend_answers_like_local_and_survives_a_dead_backend(repo, 
     from sipec.serving.client import health_status, make_channel, wait_for_serving
     from sipec.v1 import behavenet_pb2, behavenet_pb2_grpc, common_pb2
 
-    ms = ServerProcess(["serve", "model-server", "--model-repo", str(repo), "--port", "0", "--poll-s", "0"], MS_READY)
-    bn = None
-    try:
-        address = f"localhost:{ms.match.group(1)}"
-        wait_for_serving(make_channel(address), timeout_s=60)
-        bn = ServerProcess(["serve", "behavenet", "--backend", "tfserving", "--tfserving", address, "--port", "0",
-                            "--poll-s", "0.3", "--backend-timeout-s", "5"], READY)
+    with behind_model_server("behavenet", repo, READY, "--poll-s", "0.3", "--backend-timeout-s", "5",
+                             poll_s="0") as (ms, bn):
         channel = make_channel(f"localhost:{bn.match.group(1)}")
         wait_for_serving(channel, "sipec.v1.BehaveNet", timeout_s=60)
         remote = behavenet_pb2_grpc.BehaveNetStub(channel)
@@ -334,10 +328,6 @@ def test_tfserving_backend_answers_like_local_and_survives_a_dead_backend(repo, 
         assert "behavenet-features" in got[0].error.message
         assert wait_until(lambda: health_status(channel, "sipec.v1.BehaveNet") == "NOT_SERVING", timeout_s=30)
         assert bn.proc.poll() is None
-    finally:
-        if bn is not None:
-            bn.terminate()
-        ms.terminate()
 
 
 def test_leave_one_video_out_trains_and_scores_a_fold_per_video(videos, tmp_path, capsys):

@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, behind_model_server
 
 T = 1
 S = 48
@@ -239,22 +239,14 @@ def test_stream_end_flushes_open_tracks(stub, crops):
 def test_tfserving_backend_through_model_server(repo, crops):
     from sipec.v1 import idnet_pb2
 
-    ms = ServerProcess(["serve", "model-server", "--model-repo", str(repo), "--port", "0", "--poll-s", "0.5"],
-                       r"model-server: serving .* on port (\d+)")
-    try:
-        srv = _server(["--backend", "tfserving", "--tfserving", f"localhost:{ms.match.group(1)}"])
-        try:
-            channel, stub = _stub(srv)
-            c, m = crops
-            resp = stub.Identify(idnet_pb2.IdentifyRequest(sequences=[_sequence(c[0:3], m[0:3])]), timeout=60)
-            assert list(resp.results[0].identities.names) == [f"animal_{i}" for i in range(4)]
-            np.testing.assert_allclose(list(resp.results[0].identities.values),
-                                       _expected(repo, [c[0:3]], [m[0:3]])[0], atol=1e-4)
-            channel.close()
-        finally:
-            srv.terminate()
-    finally:
-        ms.terminate()
+    with behind_model_server("idnet", repo, READY, "--poll-s", "0.5", poll_s="0.5") as (_, srv):
+        channel, stub = _stub(srv)
+        c, m = crops
+        resp = stub.Identify(idnet_pb2.IdentifyRequest(sequences=[_sequence(c[0:3], m[0:3])]), timeout=60)
+        assert list(resp.results[0].identities.names) == [f"animal_{i}" for i in range(4)]
+        np.testing.assert_allclose(list(resp.results[0].identities.values),
+                                   _expected(repo, [c[0:3]], [m[0:3]])[0], atol=1e-4)
+        channel.close()
 
 
 def test_leave_one_video_out_retrains_per_video_and_scores_the_one_left_out(synth, tmp_path, capsys):

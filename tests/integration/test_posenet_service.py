@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 import pytest
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, behind_model_server
 
 NAMES = ["snout", "left_ear", "right_ear", "tail_base"]
 READY = r"posenet: serving on port (\d+)"
@@ -156,15 +156,7 @@ def test_tfserving_backend_and_dead_backend(repo):
 
     images = _crops()
     expected = _expected(repo, images)
-    ms = ServerProcess(["serve", "model-server", "--model-repo", str(repo), "--port", "0"],
-                       r"model-server: serving .* on port (\d+)")
-    try:
-        pn = ServerProcess(["serve", "posenet", "--backend", "tfserving", "--tfserving",
-                            f"localhost:{ms.match.group(1)}", "--port", "0", "--backend-timeout-s", "5"], READY)
-    except Exception:
-        ms.terminate()
-        raise
-    try:
+    with behind_model_server("posenet", repo, READY, "--backend-timeout-s", "5") as (ms, pn):
         channel = grpc.insecure_channel(f"localhost:{pn.match.group(1)}")
         stub = posenet_pb2_grpc.PoseNetStub(channel)
         resp = stub.EstimatePose(_request(images), timeout=60)
@@ -177,6 +169,3 @@ def test_tfserving_backend_and_dead_backend(repo):
         assert out[0].frame.index == 7 and out[0].poses[0].error.code == grpc.StatusCode.UNAVAILABLE.value[0]
         assert pn.proc.poll() is None   # the service survived the dead backend
         channel.close()
-    finally:
-        pn.terminate()
-        ms.terminate()

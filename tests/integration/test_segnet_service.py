@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from sipec.api.convert import image_to_proto, instance_from_proto
-from tests.conftest import ServerProcess, wait_until
+from tests.conftest import ServerProcess, behind_model_server, wait_until
 
 READY = r"segnet: serving on port (\d+)"
 H, W = 64, 96
@@ -151,30 +151,24 @@ def test_model_info_and_health(server, stub):
 
 
 def test_tfserving_backend_matches_local_and_dead_backend_is_unavailable(repo, stub):
-    ms = ServerProcess(["serve", "model-server", "--model-repo", str(repo), "--port", "0", "--poll-s", "0.3"],
-                       r"model-server: serving .* on port (\d+)")
-    seg = ServerProcess(["serve", "segnet", "--backend", "tfserving", "--tfserving",
-                         f"localhost:{ms.match.group(1)}", "--port", "0", "--poll-s", "0.3",
-                         "--backend-timeout-s", "10"], READY)
-    channel, remote = _stub(seg.match.group(1))
-    try:
-        assert wait_until(lambda: _serving(remote), timeout_s=60)
-        img = _frame(2)
-        got = remote.Segment(_request(img), timeout=60)
-        want = stub.Segment(_request(img), timeout=60)
-        assert [i.score for i in got.instances] == pytest.approx([i.score for i in want.instances], abs=1e-4)
-        assert remote.GetModelInfo(__import__("sipec.v1.common_pb2", fromlist=["x"]).GetModelInfoRequest(),
-                                   timeout=30).backend == "tfserving"
-        ms.terminate()
-        with pytest.raises(grpc.RpcError) as err:
-            remote.Segment(_request(img), timeout=30)
-        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-        out = list(remote.SegmentStream(iter([_request(img), _request(img)]), timeout=60))
-        assert len(out) == 2 and all(r.error.code == grpc.StatusCode.UNAVAILABLE.value[0] for r in out)
-    finally:
-        channel.close()
-        seg.terminate()
-        ms.terminate()
+    with behind_model_server("segnet", repo, READY, "--poll-s", "0.3", "--backend-timeout-s", "10") as (ms, seg):
+        channel, remote = _stub(seg.match.group(1))
+        try:
+            assert wait_until(lambda: _serving(remote), timeout_s=60)
+            img = _frame(2)
+            got = remote.Segment(_request(img), timeout=60)
+            want = stub.Segment(_request(img), timeout=60)
+            assert [i.score for i in got.instances] == pytest.approx([i.score for i in want.instances], abs=1e-4)
+            assert remote.GetModelInfo(__import__("sipec.v1.common_pb2", fromlist=["x"]).GetModelInfoRequest(),
+                                       timeout=30).backend == "tfserving"
+            ms.terminate()
+            with pytest.raises(grpc.RpcError) as err:
+                remote.Segment(_request(img), timeout=30)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            out = list(remote.SegmentStream(iter([_request(img), _request(img)]), timeout=60))
+            assert len(out) == 2 and all(r.error.code == grpc.StatusCode.UNAVAILABLE.value[0] for r in out)
+        finally:
+            channel.close()
 
 
 def _serving(stub) -> bool:

@@ -22,7 +22,7 @@ from sipec.synth.config import SynthConfig
 from sipec.synth.pipeline import generate
 from sipec.synth.reader import SynthDataset
 from sipec.v1 import common_pb2, tracker_pb2, tracker_pb2_grpc
-from tests.conftest import ROOT, ServerProcess, wait_until
+from tests.conftest import ROOT, ServerProcess, behind_model_server, wait_until
 
 READY = r"tracker: serving on port (\d+)"
 H, W = 240, 320
@@ -225,15 +225,7 @@ def test_estimate3d_bad_input(stub, synth_persp):
 
 def test_through_tf_serving_protocol_and_a_dead_backend(repo, synth_persp):
     """depth3d served by `sipec serve model-server` (TF Serving's protocol); then the model server dies."""
-    ms = ServerProcess(["serve", "model-server", "--model-repo", str(repo), "--port", "0"],
-                       r"model-server: serving .* on port (\d+)")
-    try:
-        tracker = ServerProcess(["serve", "tracker", "--backend", "tfserving", "--tfserving",
-                                 f"localhost:{ms.match.group(1)}", "--port", "0", "--backend-timeout-s", "5"], READY)
-    except Exception:
-        ms.kill()
-        raise
-    try:
+    with behind_model_server("tracker", repo, READY, "--backend-timeout-s", "5") as (ms, tracker):
         ch = make_channel(f"localhost:{tracker.match.group(1)}")
         stub = tracker_pb2_grpc.TrackerStub(ch)
         wait_for_serving(ch, "sipec.v1.Tracker", timeout_s=60)
@@ -253,6 +245,3 @@ def test_through_tf_serving_protocol_and_a_dead_backend(repo, synth_persp):
         assert [[t.track_id for t in r.instances] for r in rs] == [[1], [1]]
         assert wait_until(lambda: tracker.proc.poll() is None, timeout_s=1)
         ch.close()
-    finally:
-        tracker.terminate()
-        ms.kill()

@@ -10,8 +10,7 @@ import time
 
 import numpy as np
 import pytest
-
-tf = pytest.importorskip("tensorflow")
+import tensorflow as tf
 
 from services.segnet.augment import AugmentConfig, augment, boxes_from_masks  # noqa: E402
 from services.segnet.boxes import box_iou, decode_boxes, encode_boxes, generate_anchors, level_anchors  # noqa: E402
