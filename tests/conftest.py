@@ -74,13 +74,19 @@ class ServerProcess:
 MODEL_SERVER_READY = r"model-server: serving .* on port (\d+)"
 
 
+def start_model_server(repo: Path, port: int | str = 0, poll_s: str = "0.3") -> ServerProcess:
+    """`sipec serve model-server` on `repo`, on `port` (0: a free one; `match.group(1)` is the port bound)."""
+    return ServerProcess(["serve", "model-server", "--model-repo", str(repo), "--port", str(port),
+                          "--poll-s", poll_s], MODEL_SERVER_READY)
+
+
 @contextlib.contextmanager
 def behind_model_server(module: str, repo: Path, ready: str, *module_args: str,
                         poll_s: str = "0.3") -> Iterator[tuple[ServerProcess, ServerProcess]]:
     """`sipec serve model-server` on `repo` and `sipec serve MODULE --backend tfserving` in front of it:
-    yields (model server, module server); both are stopped on exit (a test may stop the model server first)."""
-    ms = ServerProcess(["serve", "model-server", "--model-repo", str(repo), "--port", "0", "--poll-s", poll_s],
-                       MODEL_SERVER_READY)
+    yields (model server, module server); both are stopped on exit (a test may stop the model server first,
+    and start another on the same port with `start_model_server(repo, port)`)."""
+    ms = start_model_server(repo, 0, poll_s)
     module_server = None
     try:
         module_server = ServerProcess(["serve", module, "--backend", "tfserving", "--tfserving",

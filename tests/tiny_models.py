@@ -29,3 +29,19 @@ def export_classifier(repo: Path, name: str = "tiny", seed: int = 0, version: in
         "module": "test", "architecture": "tiny-cnn", "class_names": CLASS_NAMES,
         "input": {"height": size, "width": size, "channels": 3}, "training": {"seed": seed}}, version=version)
     return model, mv
+
+
+POSE_NAMES = ["snout", "left_ear", "right_ear", "tail_base"]
+
+
+def export_tiny_posenet(repo: Path, name: str = "posenet", size: int = 64, seed: int = 0) -> ModelVersion:
+    """A small PoseNet with random weights (the service tests' model): `size` px input, POSE_NAMES keypoints."""
+    import keras
+
+    from services.posenet.model import build_posenet, export_posenet
+
+    keras.utils.set_random_seed(seed)
+    model = build_posenet(len(POSE_NAMES), size, "small", small_width=8)
+    return export_posenet(model, repo, name, {"module": "posenet", "architecture": "simple-baselines/small",
+                                              "input": {"height": size, "width": size, "channels": 3},
+                                              "keypoint_names": POSE_NAMES})

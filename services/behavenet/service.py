@@ -66,6 +66,13 @@ class BehaveNetBackends(ModelBackend):
     def ready(self) -> bool:
         return self.temporal.ready() and self.features.ready()
 
+    def describe(self) -> str:
+        return f"{self.temporal.describe()} + {self.features.describe()}"
+
+    def add_unavailable_listener(self, listener: Any) -> None:
+        self.temporal.add_unavailable_listener(listener)
+        self.features.add_unavailable_listener(listener)
+
     def close(self) -> None:
         self.temporal.close()
         self.features.close()

@@ -58,6 +58,7 @@ TRACKER_ARCHITECTURE = "mask-iou-tracker"
 class TrackerService(ModuleService, tracker_pb2_grpc.TrackerServicer):
     module = "tracker"
     service_name = "sipec.v1.Tracker"
+    health_follows_backend = False   # tracking needs no model: SERVING as soon as the server runs
 
     def __init__(self, backend: ModelBackend, runtime: ServiceRuntime | None = None,
                  limits: TrackerLimits | None = None, max_streams: int = 16, max_estimate_instances: int = 1024,
@@ -177,11 +178,6 @@ class TrackerService(ModuleService, tracker_pb2_grpc.TrackerServicer):
                                         backend=self.backend.kind,
                                         architecture=f"{TRACKER_ARCHITECTURE} (depth model {ARCHITECTURE} not loaded)",
                                         metadata_json=json.dumps(info, sort_keys=True))
-
-    def _update_health(self) -> None:
-        # tracking needs no model: the service is ready as soon as it runs
-        if self.runtime is not None:
-            self.runtime.set_serving(True, self.service_name)
 
     def close(self) -> None:
         super().close()

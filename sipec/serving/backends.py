@@ -7,14 +7,18 @@
 
 Both raise `sipec.serving.errors` exceptions carrying the gRPC status a module service passes on:
 INVALID_ARGUMENT for bad inputs, NOT_FOUND for unknown models or versions, UNAVAILABLE when the model
-cannot be reached or is not loaded.
+cannot be reached or is not loaded. A `TFServingBackend` call that fails with UNAVAILABLE (server gone,
+connection refused) also tells the backend's unavailable-listeners at once (`add_unavailable_listener`): a
+module service turns its health NOT_SERVING then, without waiting for its next readiness poll.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,16 @@ from sipec.serving.client import ClientTLS, make_channel
 from sipec.serving.errors import InvalidInput, NotFound, ServingError, TooLarge, Unavailable
 from sipec.serving.models import ModelManager, TensorSpecInfo
 from sipec.serving.repository import METADATA_INPUT, METADATA_SIGNATURE, SERVING_SIGNATURE, ModelRepository
+
+log = logging.getLogger("sipec.serving")
+
+# Reconnect backoff of a module's channel to its model server: gRPC's default grows to 120 s, so a model server
+# restarted after a minute would be found again only minutes later (calls fail fast meanwhile). Capped at 1 s,
+# a module answers again about a second after its model server does.
+BACKEND_RECONNECT_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 
 
 @dataclass
@@ -48,6 +62,22 @@ class ModelBackend(ABC):
 
     def __init__(self, model_name: str) -> None:
         self.model_name = model_name
+        self._unavailable_listeners: list[Callable[[str], None]] = []
+
+    def describe(self) -> str:
+        """Where the model is, for logs: e.g. "tfserving localhost:8500 model 'segnet'"."""
+        return f"{self.kind} model {self.model_name!r}"
+
+    def add_unavailable_listener(self, listener: Callable[[str], None]) -> None:
+        """`listener(message)` is called whenever a call to the model fails because it cannot be reached."""
+        self._unavailable_listeners.append(listener)
+
+    def _notify_unavailable(self, message: str) -> None:
+        for listener in list(self._unavailable_listeners):
+            try:
+                listener(message)
+            except Exception:  # noqa: BLE001 - a listener must not change the caller's error
+                log.exception("unavailable listener failed")
 
     @abstractmethod
     def predict(self, inputs: dict[str, np.ndarray], output_filter: list[str] | None = None,
@@ -116,17 +146,23 @@ class TFServingBackend(ModelBackend):
         super().__init__(model_name)
         self.address = address
         self.timeout_s = timeout_s
-        self._channel = channel or make_channel(address, tls, max_message_bytes, token=token)
+        self._channel = channel or make_channel(address, tls, max_message_bytes, token=token,
+                                                options=BACKEND_RECONNECT_OPTIONS)
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._status = model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._meta_lock = threading.Lock()
         self._meta: ModelMetadata | None = None
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.address} model {self.model_name!r}"
 
     def _error(self, exc: grpc.RpcError, what: str) -> ServingError:
         cls = _STATUS_TO_ERROR.get(exc.code(), ServingError)
         err = cls(f"{what} at {self.address}: {exc.details()}")
         if cls is ServingError:
             err.code = exc.code()
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            self._notify_unavailable(str(err))
         return err
 
     def predict(self, inputs: dict[str, np.ndarray], output_filter: list[str] | None = None,

@@ -42,13 +42,15 @@ def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 
 
 def make_channel(address: str, tls: ClientTLS | None = None,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, token: str | None = None) -> grpc.Channel:
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, token: str | None = None,
+                 options: list[tuple[str, Any]] | None = None) -> grpc.Channel:
     """A channel to `address` (host:port; `dns:///name:port` for client-side round-robin over a headless Service).
 
     With `token`, every call carries `authorization: Bearer <token>` (a client interceptor, so it works on
     plaintext channels too, where gRPC refuses call credentials); see `sipec.serving.auth.client_token`.
+    `options` are further gRPC channel arguments (e.g. reconnect backoff).
     """
-    opts = channel_options(max_message_bytes, tls)
+    opts = [*channel_options(max_message_bytes, tls), *(options or [])]
     if address.startswith("dns:///"):
         opts.append(("grpc.lb_policy_name", "round_robin"))
     if tls is not None:

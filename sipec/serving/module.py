@@ -3,7 +3,11 @@
 A module service = pre/post-processing in Python + a `ModelBackend` + a `ServiceRuntime`. This module
 gives them, once:
 - `ModuleService`: holds the backend, builds the `GetModelInfo` answer from the model's metadata, and
-  keeps the health status in step with the backend (SERVING only while the model answers);
+  keeps the health status in step with the backend (SERVING only while the model answers): a watcher
+  thread asks the backend `ready()` every `--backend-poll-s` seconds (local: the model is loaded;
+  tfserving: GetModelStatus says AVAILABLE), and a call that finds the backend unreachable (UNAVAILABLE)
+  turns the health NOT_SERVING at once. The overall status ("") follows. Transitions are logged with the
+  backend's address;
 - `add_backend_arguments` / `backend_from_args`: the `--backend local|tfserving` flags of `sipec serve <module>`.
 """
 
@@ -27,11 +31,14 @@ class ModuleService:
 
     module: str = ""
     service_name: str = ""   # full gRPC service name, e.g. "sipec.v1.SegNet"
+    health_follows_backend = True   # False: SERVING while the server runs (the tracker needs no model to track)
 
     def __init__(self, backend: ModelBackend, runtime: ServiceRuntime | None = None) -> None:
         self.backend = backend
         self.runtime = runtime
         self._stop = threading.Event()
+        self._health_lock = threading.Lock()
+        self._backend_ready: bool | None = None   # last health set from the backend; None: not yet
 
     def metadata(self) -> ModelMetadata:
         """The backend's metadata; UNAVAILABLE while no model is loaded or reachable."""
@@ -65,20 +72,54 @@ class ModuleService:
 
     # health ---------------------------------------------------------------------------------------
     def watch_health(self, poll_s: float = 1.0) -> None:
-        """Keep this service's health status equal to the backend's readiness, in a daemon thread."""
+        """Keep this service's health status equal to the backend's readiness, in a daemon thread.
+
+        Every `poll_s` seconds the backend's `ready()` decides SERVING / NOT_SERVING; a backend call that
+        fails with UNAVAILABLE in between turns it NOT_SERVING at once (`backend_unavailable`).
+        """
         if self.runtime is None:
             return
+        if poll_s <= 0:
+            raise ValueError(f"health poll interval must be > 0 seconds, got {poll_s}")
+        self.backend.add_unavailable_listener(self.backend_unavailable)
         self._update_health()
         threading.Thread(target=self._health_loop, args=(poll_s,), name=f"{self.module}-health",
                          daemon=True).start()
 
-    def _update_health(self) -> None:
+    def backend_ready(self) -> bool:
+        """Whether the backend can answer now (never raises)."""
+        if not self.health_follows_backend:
+            return True
         try:
-            ready = self.backend.ready()
-        except Exception:  # noqa: BLE001
-            ready = False
-        assert self.runtime is not None
-        self.runtime.set_serving(ready, self.service_name)
+            return bool(self.backend.ready())
+        except Exception:  # noqa: BLE001 - a backend that cannot say is not ready
+            return False
+
+    def backend_unavailable(self, message: str) -> None:
+        """A backend call found the model unreachable: NOT_SERVING now, until a poll finds it ready again."""
+        if self.health_follows_backend and not self._stop.is_set():
+            self._set_backend_health(False, message)
+
+    def _update_health(self) -> None:
+        if not self._stop.is_set():
+            self._set_backend_health(self.backend_ready())
+
+    def _set_backend_health(self, ready: bool, reason: str = "") -> None:
+        if self.runtime is None:
+            return
+        with self._health_lock:
+            before, self._backend_ready = self._backend_ready, ready
+            self.runtime.set_serving(ready, self.service_name)
+        if before == ready:
+            return
+        where = self.backend.describe()
+        if ready:
+            log.info("%s: model backend %s ready: health SERVING", self.module, where)
+        elif before is None:
+            log.info("%s: model backend %s not ready yet: health NOT_SERVING", self.module, where)
+        else:
+            log.warning("%s: model backend %s not ready: health NOT_SERVING%s", self.module, where,
+                        f" ({reason})" if reason else "")
 
     def _health_loop(self, poll_s: float) -> None:
         while not self._stop.wait(poll_s):
@@ -100,6 +141,9 @@ def add_backend_arguments(p: argparse.ArgumentParser, default_model: str) -> Non
     g.add_argument("--tfserving", metavar="HOST:PORT", help="TF Serving address (tfserving backend)")
     g.add_argument("--backend-timeout-s", type=float, default=30.0, help="deadline of each backend call")
     g.add_argument("--poll-s", type=float, default=2.0, help="seconds between checks for a new model version")
+    g.add_argument("--backend-poll-s", type=float, default=1.0,
+                   help="seconds between checks that the model backend answers; the health status "
+                        "(grpc.health.v1) is NOT_SERVING while it does not (default 1)")
 
 
 def backend_from_args(args: argparse.Namespace) -> ModelBackend:
@@ -130,8 +174,12 @@ def run_module_server(args: argparse.Namespace, name: str, service_name: str,
     `add_to_server` is the generated `add_<Service>Servicer_to_server`. Prints one line
     `<name>: serving on port N` once listening (tests and `sipec up` wait for it).
     """
+    from sipec.cli import CliError
     from sipec.serving.cli import server_config_from_args
 
+    poll_s = getattr(args, "backend_poll_s", 1.0)
+    if not poll_s > 0:
+        raise CliError(f"--backend-poll-s: must be > 0 seconds, not {poll_s}")
     config = server_config_from_args(args)
     backend = backend_from_args(args)
     runtime = ServiceRuntime(name, config)
@@ -139,7 +187,7 @@ def run_module_server(args: argparse.Namespace, name: str, service_name: str,
     runtime.add_service(add_to_server, servicer, service_name)
     runtime.install_signal_handlers()  # before the ready line: a SIGTERM right after it drains
     port = runtime.start()
-    servicer.watch_health()
+    servicer.watch_health(poll_s)
     print(f"{name}: serving on port {port} (backend {backend.kind}, model {backend.model_name})"
           + (f", metrics on {runtime.metrics_port}" if runtime.metrics_port else ""), flush=True)
     try:
