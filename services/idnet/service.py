@@ -191,8 +191,11 @@ class IdNetServicer(ModuleService):
         model = self.served()
         windows = TrackWindows(model.t, self.max_tracks)
         for req in request_iterator:
-            if req.HasField("crop"):
+            if req.HasField("crop") or not req.end_of_track:
                 try:
+                    if not req.HasField("crop"):
+                        raise InvalidInput(f"crop: missing for track {req.track_id} (only a message with "
+                                           "end_of_track may come without a crop)")
                     if req.track_id < 1:
                         raise InvalidInput(f"track_id: {req.track_id}; track ids start at 1")
                     if not windows.can_open(req.track_id):

@@ -85,6 +85,8 @@ class PoseNetServicer(ModuleService):
         for i, c in enumerate(request.crops):
             if not (math.isfinite(c.scale) and c.scale >= 0):
                 raise InvalidInput(f"crops[{i}].scale: must be >= 0 (0 means 1), got {c.scale}")
+            if c.HasField("origin") and not (math.isfinite(c.origin.x) and math.isfinite(c.origin.y)):
+                raise InvalidInput(f"crops[{i}].origin: must be finite, got ({c.origin.x}, {c.origin.y})")
 
     def _answer(self, request: Any, strict: bool) -> Any:
         """One PoseResponse. strict: a bad crop raises (unary); else it becomes that pose's error (stream)."""

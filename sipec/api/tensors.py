@@ -12,15 +12,21 @@ zero elements; strings use ``string_val``. One deliberate difference: bool and u
 more than one element also use ``tensor_content`` (TensorFlow writes ``bool_val`` / ``int_val``, one
 varint per element; TensorFlow and TF Serving read both). Decoding follows ``tf.make_ndarray``, including its rule
 that a short ``*_val`` list is padded with its last value (one value broadcasts to the shape).
+
+A shape costs a few bytes to claim (``[1, 100000, 100000, 3]`` with one ``int_val``), so decoding checks
+the size of the array it would allocate against ``max_bytes`` (default :data:`DEFAULT_MAX_TENSOR_BYTES`,
+4x the default gRPC message limit) before allocating anything, and raises :class:`TooLargeError`
+(RESOURCE_EXHAUSTED) beyond it.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sipec.api.convert import ConversionError
+from sipec.api.convert import ConversionError, TooLargeError
 
 if TYPE_CHECKING:  # pragma: no cover
     from tensorflow.core.framework.tensor_pb2 import TensorProto
@@ -59,6 +65,10 @@ _DT_NAMES = {
     22: "DT_UINT32", 23: "DT_UINT64",
 }
 SUPPORTED_DTYPES = tuple(str(d) for d in _NP_TO_DT) + ("bytes/str (DT_STRING)",)
+# Largest array `tensor_proto_to_ndarray` allocates by default: 4x the default gRPC message limit (64 MiB).
+DEFAULT_MAX_TENSOR_BYTES = 256 * 1024 * 1024
+MAX_RANK = 32   # numpy's own limit is 64; no model here has more than 5 dimensions
+_NUMPY_MAX_BYTES = 2**62   # below numpy's largest addressable array (intp), for every shape
 
 
 def dtype_name(dt: int) -> str:
@@ -104,32 +114,42 @@ def ndarray_to_tensor_proto(arr: Any, out: TensorProto | None = None) -> TensorP
     return out
 
 
-def tensor_proto_to_ndarray(proto: TensorProto, field: str = "tensor") -> np.ndarray:
+def tensor_proto_to_ndarray(proto: TensorProto, field: str = "tensor",
+                            max_bytes: int | None = DEFAULT_MAX_TENSOR_BYTES) -> np.ndarray:
     """numpy array from a ``TensorProto`` (reads ``tensor_content`` or the typed ``*_val`` fields).
 
     DT_STRING gives an object array of bytes, as ``tf.make_ndarray`` does. Arrays decoded from
     ``tensor_content`` are writable copies. Unknown dtypes and sizes that do not fit the shape
-    raise :class:`ConversionError` naming ``field``.
+    raise :class:`ConversionError` naming ``field``; an array of more than ``max_bytes`` (None: no
+    limit; an object array counts 8 bytes an element) raises :class:`TooLargeError` before allocation.
     """
     shape = [int(d.size) for d in proto.tensor_shape.dim]
     if proto.tensor_shape.unknown_rank or any(s < 0 for s in shape):
-        raise ConversionError(f"{field}: shape must be fully defined, got {shape or 'unknown rank'}")
-    n = int(np.prod(shape, dtype=np.int64))
+        raise ConversionError(f"{field}: shape must be fully defined, got {_short_shape(shape) or 'unknown rank'}")
+    if len(shape) > MAX_RANK:
+        raise ConversionError(f"{field}: {len(shape)} dimensions, at most {MAX_RANK} are supported")
+    n = math.prod(shape)   # Python ints: no int64 overflow
     dt = int(proto.dtype)
+    np_dtype = np.dtype(object) if dt == DT_STRING else _DT_TO_NP.get(dt)
+    if np_dtype is None:
+        raise ConversionError(f"{field}: dtype {dtype_name(dt)} is not supported; supported: "
+                              f"{', '.join(SUPPORTED_DTYPES)}")
+    if max_bytes is not None and n * np_dtype.itemsize > max_bytes:
+        raise TooLargeError(f"{field}: shape {_short_shape(shape)} of {dtype_name(dt)} is {n} elements = "
+                            f"{n * np_dtype.itemsize} bytes, more than this server's limit of {max_bytes} bytes")
+    if math.prod(max(d, 1) for d in shape) * np_dtype.itemsize >= _NUMPY_MAX_BYTES:
+        # numpy refuses such a shape even with a 0 in it ([0, 2**62])
+        raise TooLargeError(f"{field}: shape {_short_shape(shape)} is too large for an array, even an empty one")
     if dt == DT_STRING:
         values = list(proto.string_val)
         out = np.empty(len(values), dtype=object)
         out[:] = values
         return _fit(out, shape, n, field, fill=b"")
-    np_dtype = _DT_TO_NP.get(dt)
-    if np_dtype is None:
-        raise ConversionError(f"{field}: dtype {dtype_name(dt)} is not supported; supported: "
-                              f"{', '.join(SUPPORTED_DTYPES)}")
     if proto.tensor_content:
         content = proto.tensor_content
         if len(content) != n * np_dtype.itemsize:
             raise ConversionError(f"{field}: tensor_content has {len(content)} bytes, expected "
-                                  f"{n} elements of shape {shape} * {np_dtype.itemsize} bytes "
+                                  f"{n} elements of shape {_short_shape(shape)} * {np_dtype.itemsize} bytes "
                                   f"({np_dtype}) = {n * np_dtype.itemsize}")
         return np.frombuffer(content, dtype=np_dtype.newbyteorder("<")).astype(np_dtype).reshape(shape)
     raw = getattr(proto, _DT_FIELD[dt])
@@ -140,10 +160,14 @@ def tensor_proto_to_ndarray(proto: TensorProto, field: str = "tensor") -> np.nda
     return _fit(values, shape, n, field, fill=0)
 
 
+def _short_shape(shape: list[int]) -> str:
+    return str(shape) if len(shape) <= 8 else f"[{', '.join(map(str, shape[:8]))}, ...] ({len(shape)} dimensions)"
+
+
 def _fit(values: np.ndarray, shape: list[int], n: int, field: str, fill: Any) -> np.ndarray:
     """Reshape typed values to ``shape``; pad a short list with its last value (TF's convention)."""
     if values.size > n:
-        raise ConversionError(f"{field}: has {values.size} values but shape {shape} holds {n}")
+        raise ConversionError(f"{field}: has {values.size} values but shape {_short_shape(shape)} holds {n}")
     if values.size == 0:
         out = np.empty(n, dtype=values.dtype)
         out[:] = fill

@@ -44,13 +44,25 @@ class FailedPrecondition(ServingError):
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Status messages travel in HTTP/2 headers, which clients refuse beyond 16 KiB (the call then fails with a
+# RESOURCE_EXHAUSTED that says nothing of the request); a message that echoes a giant input is cut.
+MAX_STATUS_MESSAGE_CHARS = 2000
+
+
+def clip_message(message: str, limit: int = MAX_STATUS_MESSAGE_CHARS) -> str:
+    """`message`, cut to `limit` characters with a note of how much was left out."""
+    if len(message) <= limit:
+        return message
+    return f"{message[:limit]} ... ({len(message) - limit} more characters)"
+
 
 def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> None:
     if isinstance(exc, ServingError):
-        context.abort(exc.code, str(exc))
+        context.abort(exc.code, clip_message(str(exc)))
     if isinstance(exc, ValueError):  # conversion errors: ValueErrors naming the field, with their own .code
         code = getattr(exc, "code", None)
-        context.abort(code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        context.abort(code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.INVALID_ARGUMENT,
+                      clip_message(str(exc)))
     incident = uuid.uuid4().hex[:12]
     log.exception("internal error in %s", method, extra={"incident": incident})
     context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident}); see the server log")

@@ -7,9 +7,11 @@ policy and hot loading of new versions. Classify, Regress, MultiInference and
 HandleReloadConfigRequest answer UNIMPLEMENTED.
 
 Errors: unknown model or version -> NOT_FOUND naming it; a malformed model name ("../x", "a/b", "") ->
-INVALID_ARGUMENT before anything is looked up; wrong input name, dtype or shape ->
-INVALID_ARGUMENT naming the input and what was expected; oversize message -> RESOURCE_EXHAUSTED (gRPC's
-own limit, `--max-message-mb`). The server keeps serving after each.
+INVALID_ARGUMENT before anything is looked up; wrong input name, dtype or shape, or an input without
+elements -> INVALID_ARGUMENT naming the input and what was expected; a tensor whose shape claims more
+than `sipec.api.tensors.DEFAULT_MAX_TENSOR_BYTES` (a few bytes can claim terabytes) -> RESOURCE_EXHAUSTED
+before anything is allocated; oversize message -> RESOURCE_EXHAUSTED (gRPC's own limit,
+`--max-message-mb`). The server keeps serving after each.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from sipec.api.convert import TooLargeError
 from sipec.api.tensors import ndarray_to_tensor_proto, tensor_proto_to_ndarray
-from sipec.serving.errors import InvalidInput, NotFound, grpc_errors
+from sipec.serving.errors import InvalidInput, NotFound, TooLarge, grpc_errors
 from sipec.serving.models import LoadedModel, ModelManager
 from sipec.serving.repository import ModelRepository, check_model_name
 from sipec.serving.runtime import ServerConfig, ServiceRuntime
@@ -74,8 +77,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         for name, tensor in request.inputs.items():
             try:
                 inputs[name] = tensor_proto_to_ndarray(tensor)
-            except ValueError as exc:
-                raise InvalidInput(f"model {spec.name!r} input {name!r}: {exc}") from exc
+            except ValueError as exc:   # ConversionError; TooLargeError keeps RESOURCE_EXHAUSTED
+                cls = TooLarge if isinstance(exc, TooLargeError) else InvalidInput
+                raise cls(f"model {spec.name!r} input {name!r}: {exc}") from exc
         outputs = model.predict(inputs, spec.signature_name or None, list(request.output_filter) or None)
         if self.runtime is not None:
             batch = next((a.shape[0] for a in inputs.values() if a.ndim > 0), 1)

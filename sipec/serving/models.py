@@ -122,6 +122,11 @@ def validate_inputs(model: str, info: SignatureInfo, inputs: dict[str, np.ndarra
         got_dtype = "object" if arr.dtype.kind in "OSU" else arr.dtype.name
         if got_dtype != spec.dtype:
             raise InvalidInput(f"model {model!r} input {name!r}: dtype {got_dtype}, expected {spec.dtype}")
+        if arr.size == 0:
+            # TensorFlow's kernels answer an empty batch with errors that name no input (oneDNN convolutions:
+            # "input depth must be evenly divisible by filter depth")
+            raise InvalidInput(f"model {model!r} input {name!r}: shape {tuple(arr.shape)} has no elements; "
+                               "send at least one example")
         if spec.shape is None:
             continue
         if arr.ndim != len(spec.shape) or any(d is not None and d != g for d, g in zip(spec.shape, arr.shape,

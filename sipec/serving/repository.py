@@ -38,7 +38,9 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 def check_model_name(name: str) -> str:
     """A model name is one path component of letters, digits, '_', '.', '-' (no traversal)."""
     if not isinstance(name, str) or not _NAME_RE.match(name) or name in {".", ".."} or ".." in name:
-        raise InvalidInput(f"invalid model name {name!r}: use letters, digits, '_', '.' and '-' "
+        shown = repr(name[:64]) + (f"... ({len(name)} characters)" if len(name) > 64 else "") \
+            if isinstance(name, str) else repr(name)
+        raise InvalidInput(f"invalid model name {shown}: use letters, digits, '_', '.' and '-' "
                            "(at most 128, starting with a letter or digit)")
     return name
 
