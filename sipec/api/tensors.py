@@ -11,7 +11,9 @@ when the tensor has more than one element, the typed ``*_val`` field for one ele
 zero elements; strings use ``string_val``. One deliberate difference: bool and uint16 tensors with
 more than one element also use ``tensor_content`` (TensorFlow writes ``bool_val`` / ``int_val``, one
 varint per element; TensorFlow and TF Serving read both). Decoding follows ``tf.make_ndarray``, including its rule
-that a short ``*_val`` list is padded with its last value (one value broadcasts to the shape).
+that a short ``*_val`` list is padded with its last value (one value broadcasts to the shape), except
+that ``int_val`` / ``half_val`` values outside the dtype's range are refused (:class:`ConversionError`)
+rather than wrapped.
 
 A shape costs a few bytes to claim (``[1, 100000, 100000, 3]`` with one ``int_val``), so decoding checks
 the size of the array it would allocate against ``max_bytes`` (default :data:`DEFAULT_MAX_TENSOR_BYTES`,
@@ -152,9 +154,21 @@ def tensor_proto_to_ndarray(proto: TensorProto, field: str = "tensor",
                                   f"{n} elements of shape {_short_shape(shape)} * {np_dtype.itemsize} bytes "
                                   f"({np_dtype}) = {n * np_dtype.itemsize}")
         return np.frombuffer(content, dtype=np_dtype.newbyteorder("<")).astype(np_dtype).reshape(shape)
-    raw = getattr(proto, _DT_FIELD[dt])
-    if dt == DT_HALF:
-        values = np.array(raw, dtype=np.int64).astype(np.uint16).view(np.float16)
+    name = _DT_FIELD[dt]
+    raw = getattr(proto, name)
+    if name in ("int_val", "half_val"):
+        # int32 on the wire for int8/16, uint8/16 and float16 bit patterns: values out of the dtype's range are
+        # refused (numpy would wrap some and raise OverflowError for others)
+        target = np.dtype(np.uint16) if dt == DT_HALF else np_dtype
+        wide = np.array(raw, dtype=np.int64)
+        info = np.iinfo(target)
+        bad = wide[(wide < info.min) | (wide > info.max)]
+        if bad.size:
+            raise ConversionError(f"{field}: {name} holds {int(bad[0])}, out of the range of "
+                                  f"{dtype_name(dt)} ({info.min} to {info.max})")
+        values = wide.astype(target)
+        if dt == DT_HALF:
+            values = values.view(np.float16)
     else:
         values = np.array(raw, dtype=np_dtype)
     return _fit(values, shape, n, field, fill=0)
@@ -187,5 +201,9 @@ def _to_bytes(v: Any) -> bytes:
     if isinstance(v, bytes):
         return v
     if isinstance(v, str):
-        return v.encode("utf-8")
+        try:
+            return v.encode("utf-8")
+        except UnicodeEncodeError as exc:   # lone surrogates
+            raise ConversionError(f"string tensor element {v[:32]!r} is not encodable as UTF-8: {exc.reason}") \
+                from None
     raise ConversionError(f"string tensor elements must be bytes or str, got {type(v).__name__}")
