@@ -9,12 +9,21 @@ resident memory is GNU time's maximum resident set size; the services' own memor
 (VmHWM in /proc) at the end. The decoder's frames per second is in each run's summary.json.
 
 Without REPO it uses demo-out/models (what `make demo` trained), else says so and stops.
+
+`--memory` (`run_memory`): peak memory of an in-process `sipec analyze` (all modules in one process: the
+tracker's state, BehaveNet's windows, the results writer) on synth videos of 1,000 and 10,000 frames, made
+with the same seed and settings (320x240 by default: the demo models' size). Flat means within 10%.
+
+`--flies FLIES_REPO` (`run_flies`): the same in-process vs services comparison on
+../shared/data/sleap-flies-clip (1500 frames, 1024x1024, 2 flies), with models trained on the flies
+(see docs/benchmarks.md for the commands); modules without a model in FLIES_REPO are left out.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -70,28 +79,8 @@ def run(model_repo: str | None = None, frames: int = 300, animals: int = 4, size
         _sipec("synth", "--out", str(d / "synth"), "--animals", str(animals), "--frames", str(frames), "--size", size,
                "--seed", "5", "--quiet")
         video = d / "synth" / "video.mp4"
-        (d / "pipeline.yaml").write_text(f"modules: [{', '.join(modules)}]\n"
-                                         "outputs: {annotated_video: false, pose: false, ethogram: false, "
-                                         "density: false}\n")
-        rows = []
         t0 = time.time()
-        rss, s_in = _analyze([str(video), "--models", str(repo), "--out", str(d / "inproc"),
-                              "--config", str(d / "pipeline.yaml")])
-        fps_in = s_in["frames_analysed"] / s_in["seconds"]
-        rows.append(["in-process", f"{fps_in:.1f}", "1.00", f"{s_in['decode_fps']:.0f}", f"{rss:.0f}", "-"])
-        state = d / "state"
-        _sipec("up", "--models", str(repo), "--modules", ",".join(modules), "--state-dir", str(state))
-        try:
-            pids = {s["name"]: s["pid"] for s in json.loads((state / "services.json").read_text())}
-            rss, s_grpc = _analyze([str(video), "--services", "local", "--state-dir", str(state),
-                                    "--out", str(d / "grpc"), "--config", str(d / "pipeline.yaml")])
-            services = {n: _peak_rss_mb(p) for n, p in pids.items()}
-        finally:
-            _sipec("down", "--state-dir", str(state))
-        fps_grpc = s_grpc["frames_analysed"] / s_grpc["seconds"]
-        rows.append(["local gRPC services", f"{fps_grpc:.1f}", f"{fps_grpc / fps_in:.2f}",
-                     f"{s_grpc['decode_fps']:.0f}", f"{rss:.0f}",
-                     ", ".join(f"{n} {v:.0f}" for n, v in services.items())])
+        rows, _ = _compare(repo, video, d, modules)
         wall = time.time() - t0
     return ("### End to end: `sipec analyze` in-process vs local services\n\n"
             f"`.venv/bin/python -m bench.bench_analyze {model_repo} --frames {frames} --animals {animals} "
@@ -101,8 +90,88 @@ def run(model_repo: str | None = None, frames: int = 300, animals: int = 4, size
             "Frames per second over the whole video (first frame to last completed frame, models loaded); "
             f"memory: peak resident set of the `sipec analyze` process, and of each service. Wall time of the "
             f"benchmark {wall:.0f} s.\n\n"
-            + table(["path", "frames/s", "vs in-process", "decoder frames/s", "analyze peak RSS MB",
-                     "services' peak RSS MB"], rows) + "\n")
+            + table(HEADER, rows) + "\n")
+
+
+def _compare(repo: Path, video: Path, d: Path, modules: list[str]) -> tuple[list[list[str]], float]:
+    """Rows of the in-process and local-services runs of one video (same pipeline.yaml), and the gRPC/in ratio."""
+    (d / "pipeline.yaml").write_text(f"modules: [{', '.join(modules)}]\n"
+                                     "outputs: {annotated_video: false, pose: false, ethogram: false, "
+                                     "density: false}\n")
+    rss, s_in = _analyze([str(video), "--models", str(repo), "--out", str(d / "inproc"),
+                          "--config", str(d / "pipeline.yaml")])
+    fps_in = s_in["frames_analysed"] / s_in["seconds"]
+    rows = [["in-process", f"{fps_in:.1f}", "1.00", f"{s_in['decode_fps']:.0f}", f"{rss:.0f}", "-"]]
+    state = d / "state"
+    _sipec("up", "--models", str(repo), "--modules", ",".join(modules), "--state-dir", str(state))
+    try:
+        pids = {s["name"]: s["pid"] for s in json.loads((state / "services.json").read_text())}
+        rss, s_grpc = _analyze([str(video), "--services", "local", "--state-dir", str(state),
+                                "--out", str(d / "grpc"), "--config", str(d / "pipeline.yaml")])
+        services = {n: _peak_rss_mb(p) for n, p in pids.items()}
+    finally:
+        _sipec("down", "--state-dir", str(state))
+    fps_grpc = s_grpc["frames_analysed"] / s_grpc["seconds"]
+    rows.append(["local gRPC services", f"{fps_grpc:.1f}", f"{fps_grpc / fps_in:.2f}", f"{s_grpc['decode_fps']:.0f}",
+                 f"{rss:.0f}", ", ".join(f"{n} {v:.0f}" for n, v in services.items())])
+    return rows, fps_grpc / fps_in
+
+
+HEADER = ["path", "frames/s", "vs in-process", "decoder frames/s", "analyze peak RSS MB", "services' peak RSS MB"]
+
+
+def run_flies(model_repo: str, clip: str | None = None) -> str:
+    """In-process vs local services on the flies clip with flies-trained models."""
+    repo = Path(model_repo).resolve()
+    video = Path(clip) if clip else ROOT.parent / "shared" / "data" / "sleap-flies-clip" / "clip.mp4"
+    if not video.is_file():
+        return f"### End to end on sleap-flies-clip\n\nSkipped: {video} not found.\n"
+    modules = [m for m in ALL if m == "tracker" or (repo / m).is_dir()]
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="sipec-bench-flies-") as tmp:
+        rows, _ = _compare(repo, video, Path(tmp), modules)
+    return ("### End to end on ../shared/data/sleap-flies-clip: in-process vs local services\n\n"
+            f"`.venv/bin/python -m bench.bench_analyze --flies {model_repo}`\n\n"
+            f"Modules: {', '.join(modules)} (models in {model_repo}); 1500 frames of 1024x1024 H.264, 2 flies; output "
+            f"files other than the results table off. Wall time {time.time() - t0:.0f} s.\n\n"
+            + table(HEADER, rows) + "\n")
+
+
+def run_memory(model_repo: str | None = None, lengths: tuple[int, ...] = (1000, 10000), animals: int = 4,
+               size: str = "320x240") -> str:
+    """Peak memory of in-process `sipec analyze` on videos of each length (same synth settings)."""
+    if not model_repo and (ROOT / "demo-out" / "models" / "segnet").is_dir():
+        model_repo = str(ROOT / "demo-out" / "models")
+    if not model_repo:
+        return ("### Memory against video length\n\nSkipped: needs a model repository "
+                "(`python -m bench.bench_analyze --memory REPO`; `make demo` makes one).\n")
+    repo = Path(model_repo).resolve()
+    modules = [m for m in ALL if m == "tracker" or (repo / m).is_dir()]
+    rows, peaks = [], []
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="sipec-bench-memory-") as tmp:
+        d = Path(tmp)
+        (d / "pipeline.yaml").write_text(f"modules: [{', '.join(modules)}]\n"
+                                         "outputs: {annotated_video: false, pose: false, ethogram: false, "
+                                         "density: false}\n")
+        for n in lengths:
+            _sipec("synth", "--out", str(d / f"synth{n}"), "--animals", str(animals), "--frames", str(n), "--size",
+                   size, "--seed", "5", "--quiet")
+            rss, summ = _analyze([str(d / f"synth{n}" / "video.mp4"), "--models", str(repo), "--out",
+                                  str(d / f"out{n}"), "--config", str(d / "pipeline.yaml")])
+            peaks.append(rss)
+            rows.append([str(n), str(summ["frames_analysed"]), f"{summ['frames_analysed'] / summ['seconds']:.1f}",
+                         f"{rss:.0f}", f"{rss / peaks[0]:.3f}"])
+            shutil.rmtree(d / f"synth{n}", ignore_errors=True)
+    growth = peaks[-1] / peaks[0] - 1
+    verdict = "flat within 10%: aim met" if abs(growth) <= 0.10 else "NOT flat within 10%: aim missed"
+    return ("### Memory against video length: `sipec analyze` in-process\n\n"
+            f"`.venv/bin/python -m bench.bench_analyze --memory {model_repo} --size {size} --animals {animals}`\n\n"
+            f"Modules: {', '.join(modules)}, all in the one `sipec analyze` process; `sipec synth` videos with "
+            f"{animals} animals at {size}, seed 5; peak resident set by GNU time. From {lengths[0]} to "
+            f"{lengths[-1]} frames the peak changed by {growth * 100:+.1f}% ({verdict}). "
+            f"Wall time {time.time() - t0:.0f} s.\n\n"
+            + table(["frames", "frames analysed", "frames/s", "peak RSS MB", f"vs {lengths[0]} frames"], rows) + "\n")
 
 
 def main() -> None:
@@ -110,9 +179,17 @@ def main() -> None:
     p.add_argument("model_repo", nargs="?")
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--animals", type=int, default=4)
-    p.add_argument("--size", default="640x480")
+    p.add_argument("--size", default=None, help="video size (default 640x480; 320x240 with --memory)")
+    p.add_argument("--memory", action="store_true", help="peak memory on 1,000 vs 10,000 frames instead")
+    p.add_argument("--lengths", default="1000,10000", help="video lengths of --memory")
+    p.add_argument("--flies", metavar="FLIES_REPO", help="in-process vs services on the flies clip instead")
     a = p.parse_args()
-    print(run(a.model_repo, a.frames, a.animals, a.size))
+    if a.flies:
+        print(run_flies(a.flies))
+    elif a.memory:
+        print(run_memory(a.model_repo, tuple(int(x) for x in a.lengths.split(",")), a.animals, a.size or "320x240"))
+    else:
+        print(run(a.model_repo, a.frames, a.animals, a.size or "640x480"))
 
 
 if __name__ == "__main__":

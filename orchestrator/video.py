@@ -19,6 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sipec.serving.streams import put_until
+
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm")
 
 
@@ -106,13 +108,7 @@ class FrameReader:
         return self.decoded / self.decode_seconds if self.decode_seconds else 0.0
 
     def _put(self, item: object) -> bool:
-        while not self._halt.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_until(self._queue, item, self._halt)
 
     def _run(self) -> None:
         cap = cv2.VideoCapture(str(self.info.path))

@@ -19,8 +19,6 @@ metadata_json the side of a pair's crop around the pair's joint COM.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +34,12 @@ from sipec.api.convert import image_from_proto, item_error_from_exception, proba
 from sipec.serving.backends import ModelBackend, ModelMetadata, Prediction
 from sipec.serving.errors import InvalidInput, ServingError, Unavailable, grpc_errors, grpc_stream_errors
 from sipec.serving.module import ModuleService
+from sipec.serving.streams import ReadAhead
 
 log = logging.getLogger("sipec.behavenet")
 
 SERVICE_NAME = "sipec.v1.BehaveNet"
 MAX_SUBJECT_CHARS = 128
-_END = object()
 
 
 class BehaveNetBackends(ModelBackend):
@@ -194,35 +192,15 @@ class BehaveNetService(ModuleService):
     def ClassifyStream(self, request_iterator: Iterator[Any], context: Any) -> Iterator[Any]:
         cfg = self.serving_config()
         state: StreamState[Any] = StreamState(cfg.n, self.max_subjects)
-        requests: queue.Queue = queue.Queue(maxsize=4 * self.max_batch)
-        stop = threading.Event()
-        reader = threading.Thread(target=_read_ahead, args=(request_iterator, requests, stop),
-                                  name="behavenet-stream-reader", daemon=True)
-        reader.start()
+        reader = ReadAhead(request_iterator, self.max_batch, "behavenet")
         try:
-            ended = False
-            while not ended:
-                first = requests.get()
-                if first is _END:
-                    break
-                if isinstance(first, _Failed):
-                    return  # the client went away: nothing to answer
-                batch = [first]
-                while len(batch) < self.max_batch:
-                    try:
-                        item = requests.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is _END:
-                        ended = True
-                        break
-                    if isinstance(item, _Failed):
-                        return
-                    batch.append(item)
+            for batch in reader.batches():
                 yield from self._process(batch, state, cfg)
+            if reader.client_gone:
+                return  # the client went away: nothing to answer
             yield from self._answer(state.end_all(), cfg)
         finally:
-            stop.set()
+            reader.close()
 
     def _process(self, batch: list[Any], state: StreamState[Any], cfg: ServingConfig) -> Iterator[Any]:
         items = [_Item(r) for r in batch]
@@ -290,33 +268,6 @@ class BehaveNetService(ModuleService):
             yield behavenet_pb2.BehaviourResult(frame=w.ref, subject=w.subject,
                                                 behaviours=probabilities_to_proto(cfg.classes, p),
                                                 behaviour=cfg.classes[best], confidence=float(p[best]))
-
-
-@dataclass
-class _Failed:
-    error: BaseException
-
-
-def _read_ahead(requests: Iterator[Any], out: queue.Queue, stop: threading.Event) -> None:
-    """Move requests into `out` until the stream ends (then _END) or fails (then _Failed)."""
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    try:
-        for request in requests:
-            if not put(request):
-                return
-    except Exception as exc:  # noqa: BLE001 - a cancelled or broken stream ends the reading
-        put(_Failed(exc))
-        return
-    put(_END)
 
 
 def _as_serving_error(exc: Exception) -> Exception:

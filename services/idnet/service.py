@@ -10,7 +10,9 @@ already applied; this service decodes crops, pads them square, resizes them to S
 - `IdentifyStream`: one crop per track per frame; each crop is answered T crops of its track later, and
   `end_of_track` or the end of the stream flushes the track (future context edge-padded). A bad crop is
   answered at once with a per-item `error` and does not enter the window; a backend failure is a per-item
-  UNAVAILABLE error; the stream goes on.
+  UNAVAILABLE error; the stream goes on. Requests are read ahead on a thread (`sipec.serving.streams`) and
+  the crops that became answerable among those that have arrived go to the model in one call (up to
+  `--max-batch`), not one call per crop.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from sipec.api.convert import (
 from sipec.serving.backends import ModelBackend
 from sipec.serving.errors import InvalidInput, ServingError, TooLarge, Unavailable, grpc_errors, grpc_stream_errors
 from sipec.serving.module import ModuleService
+from sipec.serving.streams import ReadAhead
 
 log = logging.getLogger("sipec.idnet")
 
@@ -190,32 +193,43 @@ class IdNetServicer(ModuleService):
 
         model = self.served()
         windows = TrackWindows(model.t, self.max_tracks)
-        for req in request_iterator:
-            if req.HasField("crop") or not req.end_of_track:
-                try:
-                    if not req.HasField("crop"):
-                        raise InvalidInput(f"crop: missing for track {req.track_id} (only a message with "
-                                           "end_of_track may come without a crop)")
-                    if req.track_id < 1:
-                        raise InvalidInput(f"track_id: {req.track_id}; track ids start at 1")
-                    if not windows.can_open(req.track_id):
-                        raise TooLarge(f"track_id {req.track_id}: {self.max_tracks} tracks are open (--max-tracks); "
-                                       "end some with end_of_track")
-                    crop, mask = decode_crop(req.crop, req.mask if req.HasField("mask") else None, model.settings,
-                                             "crop", "mask")
-                except (ServingError, ValueError) as exc:
-                    err = item_error(exc.code, str(exc)) if isinstance(exc, ServingError) \
-                        else item_error_from_exception(exc)
-                    if err.code == grpc.StatusCode.INTERNAL.value[0]:
-                        err = item_error(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-                    yield idnet_pb2.IdentifyStreamResponse(frame=req.frame, track_id=req.track_id,
-                                                           result=idnet_pb2.Identification(
-                                                               key=_key(req.track_id, req.frame), error=err))
-                else:
-                    yield from self._answer(windows.add(req.track_id, StreamItem(req.frame, crop, mask)), model)
-            if req.end_of_track:
-                yield from self._answer(windows.flush(req.track_id), model)
-        yield from self._answer(windows.flush_all(), model)
+        reader = ReadAhead(request_iterator, self.max_batch, "idnet")
+        try:
+            for batch in reader.batches():   # the crops that have arrived: one model call for all that are ready
+                ready: list[ReadyItem] = []
+                for req in batch:
+                    if req.HasField("crop") or not req.end_of_track:
+                        try:
+                            if not req.HasField("crop"):
+                                raise InvalidInput(f"crop: missing for track {req.track_id} (only a message with "
+                                                   "end_of_track may come without a crop)")
+                            if req.track_id < 1:
+                                raise InvalidInput(f"track_id: {req.track_id}; track ids start at 1")
+                            if not windows.can_open(req.track_id):
+                                raise TooLarge(f"track_id {req.track_id}: {self.max_tracks} tracks are open "
+                                               "(--max-tracks); end some with end_of_track")
+                            crop, mask = decode_crop(req.crop, req.mask if req.HasField("mask") else None,
+                                                     model.settings, "crop", "mask")
+                        except (ServingError, ValueError) as exc:
+                            err = item_error(exc.code, str(exc)) if isinstance(exc, ServingError) \
+                                else item_error_from_exception(exc)
+                            if err.code == grpc.StatusCode.INTERNAL.value[0]:
+                                err = item_error(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                            yield from self._answer(ready, model)   # answers stay in request order
+                            ready = []
+                            yield idnet_pb2.IdentifyStreamResponse(frame=req.frame, track_id=req.track_id,
+                                                                   result=idnet_pb2.Identification(
+                                                                       key=_key(req.track_id, req.frame), error=err))
+                        else:
+                            ready += windows.add(req.track_id, StreamItem(req.frame, crop, mask))
+                    if req.end_of_track:
+                        ready += windows.flush(req.track_id)
+                yield from self._answer(ready, model)
+            if reader.client_gone:
+                return  # the client went away: nothing to answer
+            yield from self._answer(windows.flush_all(), model)
+        finally:
+            reader.close()
 
 
 def _key(track_id: int, frame: Any) -> str:

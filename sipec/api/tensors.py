@@ -157,16 +157,12 @@ def tensor_proto_to_ndarray(proto: TensorProto, field: str = "tensor",
     name = _DT_FIELD[dt]
     raw = getattr(proto, name)
     if name in ("int_val", "half_val"):
-        # int32 on the wire for int8/16, uint8/16 and float16 bit patterns: values out of the dtype's range are
-        # refused (numpy would wrap some and raise OverflowError for others)
+        # int32 on the wire for int8/16, uint8/16 and float16 bit patterns. TensorFlow's C++ Tensor::FromProto
+        # (what TF Serving runs) static_casts each value to the narrow type, i.e. keeps its low bits; clients
+        # rely on it (Triton's perf_analyzer packs uint8 data four to an int_val), so this does the same rather
+        # than refusing. numpy's own conversion would raise OverflowError for some values.
         target = np.dtype(np.uint16) if dt == DT_HALF else np_dtype
-        wide = np.array(raw, dtype=np.int64)
-        info = np.iinfo(target)
-        bad = wide[(wide < info.min) | (wide > info.max)]
-        if bad.size:
-            raise ConversionError(f"{field}: {name} holds {int(bad[0])}, out of the range of "
-                                  f"{dtype_name(dt)} ({info.min} to {info.max})")
-        values = wide.astype(target)
+        values = np.array(raw, dtype=np.int64).astype(target)   # two's-complement wrap, as static_cast
         if dt == DT_HALF:
             values = values.view(np.float16)
     else:

@@ -158,6 +158,30 @@ def test_to_instances_filters_sorts_and_maps_back():
     assert [i.class_name for i in named] == ["mouse", "rat", "rat"]
 
 
+def test_to_instances_equals_the_frame_wide_computation():
+    """Box, area, centre of mass and RLE come from the pasted patch alone; they must equal what the whole-frame
+    mask gives (random soft masks, boxes partly outside the frame, fractional scale)."""
+    from sipec import geometry
+
+    rng = np.random.default_rng(0)
+    h, w = 120, 160
+    boxes = np.concatenate([rng.uniform(-20, 100, (12, 2)), rng.uniform(5, 90, (12, 2))], axis=1)
+    boxes[:, 2:] += boxes[:, :2]
+    soft = cv2.GaussianBlur(rng.uniform(0, 1, (12, 28, 28)).astype(np.float32).transpose(1, 2, 0), (7, 7), 2)
+    det = {"boxes": boxes.astype(np.float32), "scores": np.linspace(0.95, 0.4, 12).astype(np.float32),
+           "classes": np.zeros(12, np.int32), "masks": soft.transpose(2, 0, 1), "num_detections": np.array(12)}
+    out = to_instances(det, 0.8, h, w, ["animal"], mask_overlap=1.0)
+    assert len(out) >= 6
+    for inst in out:
+        i = int(np.flatnonzero(np.isclose(det["scores"], inst.score))[0])
+        box = np.clip(det["boxes"][i].astype(np.float64) / 0.8, 0, [w, h, w, h])
+        ref = paste_mask(det["masks"][i], box, h, w)
+        assert np.array_equal(inst.mask, ref)
+        assert inst.box == geometry.mask_box(ref)
+        assert inst.com == pytest.approx(geometry.center_of_mass(ref))
+        assert inst.rle == geometry.encode_rle(ref)
+
+
 def test_folds_ablation_and_frames():
     parts = folds(10, 5)
     assert [list(te) for _, te in parts] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
