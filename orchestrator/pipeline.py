@@ -12,6 +12,12 @@ decoder thread --frames--> SegNet stream (batched by the service) --instances-->
 
 Only the contract is used: each module is a stub (gRPC or in-process, see `orchestrator.clients`).
 Memory is bounded: at most `max_frames_in_flight` frames are held between decoding and completion.
+
+A module whose model backend is down (a module in front of a stopped model server) keeps its stream open and
+answers each item with an UNAVAILABLE `ItemError`. Such a frame cannot be completed: the run stops with
+`ModuleUnavailable` (code UNAVAILABLE) before the frame is emitted, so `sipec analyze` retries the video from its
+last completed frame instead of writing the frame without animals. Other per-item errors (a bad frame) are kept
+in `FrameState.error` and the run goes on.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import numpy as np
 
 from orchestrator.streams import BidiStream
@@ -40,6 +47,28 @@ log = logging.getLogger("sipec.pipeline")
 
 MODULE_ORDER = ("segnet", "tracker", "idnet", "posenet", "behavenet")
 POLL_S = 0.05   # how often the pipeline's thread looks for frames completed by the modules' answers
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
+
+
+class ModuleUnavailable(Exception):
+    """A module answered an item UNAVAILABLE (its model backend is down): the frame cannot be completed. Has
+    code() and details() like a grpc.RpcError, so `orchestrator.analyze.unavailable` retries the video."""
+
+    def __init__(self, module: str, message: str) -> None:
+        super().__init__(f"{module}: {message}")
+        self.module = module
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return str(self)
+
+
+def _check_available(module: str, error: Any) -> None:
+    """Raise ModuleUnavailable for an ItemError with code UNAVAILABLE (any other error is the item's own)."""
+    if error.code == _UNAVAILABLE:
+        raise ModuleUnavailable(module, error.message)
 
 
 @dataclass
@@ -198,6 +227,7 @@ class VideoPipeline:
                      if "behavenet" in m else None)
         inflight: dict[int, Frame] = {}
         feeder_error: list[BaseException] = []
+        stopped = threading.Event()   # the run failed: the feeder stops waiting for room and ends
         if replay and self._track_a is not None:
             self._replay(replay)
 
@@ -206,6 +236,8 @@ class VideoPipeline:
                 for frame in reader:
                     with self._lock:
                         while len(inflight) + len(self._states) >= o.max_frames_in_flight:
+                            if stopped.is_set():
+                                return
                             self._lock.wait(0.1)
                         inflight[frame.index] = frame
                     self._seg.send(segnet_pb2.SegmentRequest(
@@ -223,6 +255,7 @@ class VideoPipeline:
             while True:
                 # wake up often: IdNet/PoseNet/BehaveNet answers arrive on their own threads, and the frames they
                 # complete must be emitted (freeing room for the feeder) even while SegNet has nothing to say
+                self._raise_stream_errors()
                 try:
                     resp = self._seg.recv(timeout_s=POLL_S)
                 except TimeoutError:
@@ -252,10 +285,18 @@ class VideoPipeline:
                 if s is not None:
                     s.close(timeout)
         except BaseException:
+            stopped.set()
             for s in (self._seg, self._track_a, self._track_b, self._pose, self._id, self._beh):
                 if s is not None:
                     s.cancel()
             raise
+
+    def _raise_stream_errors(self) -> None:
+        """A stream answered on its own thread (PoseNet, IdNet, BehaveNet) failed, e.g. an item UNAVAILABLE: fail
+        now, not once the frames waiting for it have filled `max_frames_in_flight` and the run times out."""
+        for s in (self._pose, self._id, self._beh):
+            if s is not None and s.error is not None:
+                raise s.error
 
     def _replay(self, replay: list[tuple[int, list[Any]]]) -> None:
         for index, instances in replay:
@@ -264,6 +305,8 @@ class VideoPipeline:
                 req.options.CopyFrom(tracker_pb2.TrackerOptions(**self.o.tracker))
             self._track_a.send(req)
             resp = self._track_a.recv(timeout_s=self.o.timeout_s)
+            if resp is not None and resp.HasField("error"):
+                _check_available("tracker", resp.error)
             if resp is None or (resp.HasField("error") and resp.error.code):
                 raise RuntimeError(f"tracker refused the replay of frame {index}: "
                                    f"{resp.error.message if resp is not None else 'stream ended'}")
@@ -273,6 +316,7 @@ class VideoPipeline:
     def _process(self, frame: Frame, seg: Any) -> None:
         state = FrameState(frame)
         if seg.HasField("error") and seg.error.code:
+            _check_available("segnet", seg.error)
             state.error = f"segnet: {seg.error.message}"
         for i, inst in enumerate(seg.instances):
             state.animals.append(AnimalState(i, instance_from_proto(inst, decode_mask=False), inst))
@@ -286,6 +330,7 @@ class VideoPipeline:
             if tr is None:
                 raise RuntimeError("tracker stream ended early")
             if tr.HasField("error") and tr.error.code:
+                _check_available("tracker", tr.error)
                 state.error = (state.error + "; " if state.error else "") + f"tracker: {tr.error.message}"
             for t in tr.instances:
                 state.animals[t.index].track_id = t.track_id
@@ -368,6 +413,9 @@ class VideoPipeline:
 
     # responses (in the streams' threads) -------------------------------------------------------------
     def _on_pose(self, resp: Any) -> None:
+        for pose in resp.poses:
+            if pose.HasField("error"):
+                _check_available("posenet", pose.error)
         with self._lock:
             state = self._states.get(int(resp.frame.index))
             if state is None:
@@ -380,6 +428,8 @@ class VideoPipeline:
             self._lock.notify_all()
 
     def _on_identity(self, resp: Any) -> None:
+        if resp.result.HasField("error"):
+            _check_available("idnet", resp.result.error)
         with self._lock:
             state = self._states.get(int(resp.frame.index))
             if state is None:
@@ -391,6 +441,8 @@ class VideoPipeline:
             self._lock.notify_all()
 
     def _on_behaviour(self, resp: Any) -> None:
+        if resp.HasField("error"):
+            _check_available("behavenet", resp.error)
         with self._lock:
             state = self._states.get(int(resp.frame.index))
             if state is None:
@@ -446,6 +498,8 @@ class VideoPipeline:
             req.options.CopyFrom(tracker_pb2.TrackerOptions(**self.o.tracker))
         self._track_b.send(req)
         resp = self._track_b.recv(timeout_s=self.o.timeout_s)
+        if resp is not None and resp.HasField("error"):
+            _check_available("tracker", resp.error)
         if resp is None or (resp.HasField("error") and resp.error.code):
             return
         for t in resp.instances:

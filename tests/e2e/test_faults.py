@@ -1,14 +1,20 @@
-"""Faults with real processes: a module service killed in the middle of a video.
+"""Faults with real processes: a module service, or the model server behind it, killed in the middle of a video.
 
 `sipec analyze --services local` loses the SegNet service mid-video (SIGKILL); the orchestrator keeps the frames it
 completed, retries with backoff, and once SegNet is back (restarted on the same port) resumes after the last
 completed frame. The results table equals an uninterrupted in-process run's: no row lost, none duplicated.
+
+`sipec analyze --services endpoints.yaml` with SegNet in front of a `sipec serve model-server`
+(`--backend tfserving`) loses the model server mid-video (SIGKILL) while the SegNet process keeps running: SegNet
+answers UNAVAILABLE and turns NOT_SERVING, the orchestrator retries, and once a new model server is up on the
+same port it resumes after the last completed frame, with the same table as an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +24,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import ServerProcess
+from sipec.serving.client import health_status, make_channel
+from tests.conftest import ServerProcess, behind_model_server, start_model_server, wait_until
 from tests.e2e.common import sipec as _sipec
 from tests.e2e.common import synth_with_segnet
 
@@ -32,14 +39,40 @@ def setup(tmp_path_factory):
                              extra_config="retries: 6\nretry_backoff_s: 0.5\n")
 
 
-def test_killed_module_service_is_retried_and_the_video_resumes_without_lost_or_duplicated_rows(setup):
+@pytest.fixture(scope="module")
+def reference(setup):
+    """The results table of an uninterrupted in-process run of the same video and config."""
+    d = setup
+    _sipec("analyze", str(d / "synth" / "video.mp4"), "--models", str(d / "models"), "--out", str(d / "reference"),
+           "--config", str(d / "pipeline.yaml"), "--quiet")
+    table = pq.read_table(d / "reference" / "video" / "results.parquet")
+    assert table.num_rows > 0
+    return table
+
+
+def _wait_for_checkpoint(proc: subprocess.Popen, progress: Path, frame: int) -> int:
+    """Wait until the analysis has checkpointed `frame` (polling its progress.json); the last completed frame."""
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if progress.is_file() and json.loads(progress.read_text())["last_completed_frame"] >= frame:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the analysis ended before the fault could be injected"
+    return json.loads(progress.read_text())["last_completed_frame"]
+
+
+def _assert_same_as_reference(out: Path, reference) -> None:
+    table = pq.read_table(out / "video" / "results.parquet")
+    frames = table.column("frame").to_pylist()
+    assert sorted(set(frames)) == sorted(set(reference.column("frame").to_pylist()))
+    assert table.drop(["video"]).equals(reference.drop(["video"]))
+    summary = json.loads((out / "video" / "summary.json").read_text())
+    assert summary["frames_analysed"] == FRAMES and summary["resumed_from_frame"] > 0
+
+
+def test_killed_module_service_is_retried_and_the_video_resumes_without_lost_or_duplicated_rows(setup, reference):
     d = setup
     video = d / "synth" / "video.mp4"
-    _sipec("analyze", str(video), "--models", str(d / "models"), "--out", str(d / "reference"), "--config",
-           str(d / "pipeline.yaml"), "--quiet")
-    reference = pq.read_table(d / "reference" / "video" / "results.parquet")
-    assert reference.num_rows > 0
-
     state = d / "state"
     _sipec("up", "--models", str(d / "models"), "--modules", "segnet,tracker", "--state-dir", str(state))
     restarted = None
@@ -49,14 +82,7 @@ def test_killed_module_service_is_retried_and_the_video_resumes_without_lost_or_
         proc = subprocess.Popen([sys.executable, "-m", "sipec", "analyze", str(video), "--services", "local",
                                  "--state-dir", str(state), "--out", str(out), "--config", str(d / "pipeline.yaml"),
                                  "--quiet"], cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        progress = out / "video" / "progress.json"
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:   # wait for the first checkpoint, then strike
-            if progress.is_file() and json.loads(progress.read_text())["last_completed_frame"] >= 9:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the analysis ended before the fault could be injected"
-        killed_at = json.loads(progress.read_text())["last_completed_frame"]
+        killed_at = _wait_for_checkpoint(proc, out / "video" / "progress.json", 9)   # the first checkpoint, then strike
         os.kill(segnet["pid"], signal.SIGKILL)
         time.sleep(1.0)   # the orchestrator notices and starts backing off
         restarted = ServerProcess(["serve", "segnet", "--model-repo", str(d / "models"), "--port",
@@ -65,13 +91,62 @@ def test_killed_module_service_is_retried_and_the_video_resumes_without_lost_or_
         assert proc.returncode == 0, stderr[-3000:]
         assert "taken up again" in stdout and "unavailable" in stderr.lower()
         assert killed_at < FRAMES - 1
-        table = pq.read_table(out / "video" / "results.parquet")
-        frames = table.column("frame").to_pylist()
-        assert sorted(set(frames)) == sorted(set(reference.column("frame").to_pylist()))
-        assert table.drop(["video"]).equals(reference.drop(["video"]))
-        summary = json.loads((out / "video" / "summary.json").read_text())
-        assert summary["frames_analysed"] == FRAMES and summary["resumed_from_frame"] > 0
+        _assert_same_as_reference(out, reference)
     finally:
         if restarted is not None:
             restarted.terminate()
         _sipec("down", "--state-dir", str(state), check=False)
+
+
+def test_killed_model_server_behind_a_module_is_retried_and_the_video_resumes_without_lost_or_duplicated_rows(
+        setup, reference):
+    d = setup
+    video = d / "synth" / "video.mp4"
+    ready = r"segnet: serving on port (\d+)"
+    restarted = tracker = proc = None
+    with behind_model_server("segnet", d / "models", ready, "--backend-poll-s", "0.25",
+                             "--backend-timeout-s", "10") as (ms, segnet):
+        port = ms.match.group(1)
+        health = make_channel(f"localhost:{segnet.match.group(1)}")
+        try:
+            tracker = ServerProcess(["serve", "tracker", "--model-repo", str(d / "models"), "--port", "0"],
+                                    ready=r"tracker: serving on port (\d+)")
+            assert wait_until(lambda: health_status(health) == "SERVING", timeout_s=60), segnet.text()
+            endpoints = d / "endpoints.yaml"
+            endpoints.write_text(f"segnet: localhost:{segnet.match.group(1)}\n"
+                                 f"tracker: localhost:{tracker.match.group(1)}\n")
+            out = d / "behind-model-server"
+            proc = subprocess.Popen([sys.executable, "-m", "sipec", "analyze", str(video), "--services", str(endpoints),
+                                     "--out", str(out), "--config", str(d / "pipeline.yaml"), "--quiet"],
+                                    cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            killed_at = _wait_for_checkpoint(proc, out / "video" / "progress.json", 9)
+            ms.kill()                                   # SIGKILL the model server; SegNet itself keeps running
+            t0 = time.monotonic()
+            assert wait_until(lambda: health_status(health) == "NOT_SERVING", timeout_s=5), segnet.text()
+            time.sleep(max(0.0, 2.0 - (time.monotonic() - t0)))   # down for about 2 s
+            assert health_status(health) == "NOT_SERVING" and segnet.proc.poll() is None
+            assert proc.poll() is None, "the analysis ended while the model server was down"
+            restarted = start_model_server(d / "models", port)
+            assert restarted.match.group(1) == port
+            down_s = time.monotonic() - t0
+            stdout, stderr = proc.communicate(timeout=600)
+            assert proc.returncode == 0, stderr[-3000:]
+            assert "taken up again" in stdout and "unavailable" in stderr.lower()
+            assert f"localhost:{port}" in stderr        # the retry names the model server that was missing
+            assert killed_at < FRAMES - 1
+            assert segnet.proc.poll() is None           # the module was never restarted
+            assert health_status(health) == "SERVING"
+            _assert_same_as_reference(out, reference)
+            retries = re.search(r"taken up again (\d+) time", stdout).group(1)
+            print(f"model server killed after frame {killed_at}, a new one ready {down_s:.1f} s later; "
+                  f"the video was taken up again {retries} time(s)")
+        finally:
+            health.close()
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+            if tracker is not None:
+                tracker.terminate()
+            if restarted is not None:
+                restarted.terminate()
+    log = segnet.text()
+    assert "not ready: health NOT_SERVING" in log and "ready: health SERVING" in log
