@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -135,6 +136,15 @@ def run_flies(model_repo: str, clip: str | None = None) -> str:
             f"Modules: {', '.join(modules)} (models in {model_repo}); 1500 frames of 1024x1024 H.264, 2 flies; output "
             f"files other than the results table off. Wall time {time.time() - t0:.0f} s.\n\n"
             + table(HEADER, rows) + "\n")
+
+
+def run_flies_from_env() -> str:
+    """`make bench`: the flies benchmark when $SIPEC_BENCH_FLIES_REPO names a repository of flies models."""
+    repo = os.environ.get("SIPEC_BENCH_FLIES_REPO")
+    if not repo:
+        return ("### End to end on ../shared/data/sleap-flies-clip\n\nSkipped: set SIPEC_BENCH_FLIES_REPO to a "
+                "repository of models trained on the flies (commands in docs/benchmarks.md).\n")
+    return run_flies(repo)
 
 
 def run_memory(model_repo: str | None = None, lengths: tuple[int, ...] = (1000, 10000), animals: int = 4,

@@ -1,7 +1,12 @@
 """`make bench`: run every benchmark and append a dated section to docs/benchmarks.md.
 
-Each benchmark module in BENCHMARKS has `run() -> str` returning a markdown block (its own heading,
-command and table). The section records the machine, so anyone can rerun and compare.
+Each entry of BENCHMARKS is a module with `run() -> str`, or `module:function` with such a function, returning a
+markdown block (its own heading, command and table). The section records the machine, so anyone can rerun and
+compare. Models: the end-to-end, per-module and load benchmarks use demo-out/models (`make demo` trains them) and
+fall back to random-weight models or say they skipped; the flies benchmark uses $SIPEC_BENCH_FLIES_REPO (models
+trained on ../shared/data/sleap-flies-clip; commands in docs/benchmarks.md) and skips without it. The load
+benchmark's perf_analyzer part needs `bash scripts/install_perf_analyzer.sh` once. All of it takes about 40
+minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from pathlib import Path
 from bench.common import machine
 
 BENCHMARKS = ("bench.bench_synth", "bench.bench_serving", "bench.bench_tracker", "bench.bench_idnet",
-              "bench.bench_posenet", "bench.bench_segnet", "bench.bench_behavenet", "bench.bench_analyze")
+              "bench.bench_posenet", "bench.bench_segnet", "bench.bench_behavenet", "bench.bench_modules",
+              "bench.bench_load", "bench.bench_analyze", "bench.bench_analyze:run_memory",
+              "bench.bench_analyze:run_flies_from_env")
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
@@ -26,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", help="comma-separated benchmark module names (e.g. bench_serving)")
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = p.parse_args(argv)
-    names = [m for m in BENCHMARKS if not args.only or m.split(".")[-1] in args.only.split(",")]
+    names = [m for m in BENCHMARKS if not args.only or m.split(".")[-1] in args.only.split(",")
+             or m.split(".")[-1].split(":")[0] in args.only.split(",")]
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [f"## {stamp}: `make bench`\n", f"Machine: {machine()}.\n"]
     failed = 0
@@ -34,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         try:
-            parts.append(importlib.import_module(name).run())
+            module, _, function = name.partition(":")
+            parts.append(getattr(importlib.import_module(module), function or "run")())
         except Exception:  # noqa: BLE001 - one broken benchmark must not hide the others
             failed += 1
             parts.append(f"### {name}\n\nFAILED:\n\n```\n{traceback.format_exc(limit=5)}```\n")

@@ -87,6 +87,19 @@ def test_bad_inputs_are_named_and_other_videos_still_run(setup, tmp_path):
     assert r.returncode == 1
     assert "broken.mp4: cannot open as a video" in r.stderr
     assert (tmp_path / "out" / "video" / "results.parquet").is_file()
+    # a video cut off in the middle (a copy that did not finish): named, and the frames before the cut are kept
+    data = (d / "synth" / "video.mp4").read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    r = _sipec("analyze", str(cut), "--models", str(d / "models"), "--out", str(tmp_path / "cut-out"), "--config",
+               str(d / "pipeline.yaml"), "--quiet", check=False)
+    assert r.returncode == 1 and "cut.mp4" in r.stderr, r.stderr[-2000:]
+    summary = json.loads((tmp_path / "cut-out" / "cut" / "summary.json").read_text())
+    assert summary["error"] and "cut.mp4" in summary["error"]
+    assert 0 < summary["frames_analysed"] < summary["frames_in_header"]
+    kept = pq.read_table(tmp_path / "cut-out" / "cut" / "results.parquet")
+    frames = set(kept.column("frame").to_pylist())
+    assert kept.num_rows > 0 and frames <= set(range(summary["frames_analysed"]))
     (tmp_path / "bad.yaml").write_text("modules: [segnet, flownet]\n")
     r = _sipec("analyze", str(d / "synth" / "video.mp4"), "--models", str(d / "models"), "--out",
                str(tmp_path / "o2"), "--config", str(tmp_path / "bad.yaml"), check=False)
