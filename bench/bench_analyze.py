@@ -22,12 +22,14 @@ with the same seed and settings (320x240 by default: the demo models' size). Fla
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -64,6 +66,50 @@ def _analyze(args: list[str]) -> tuple[float, dict]:
         peak_kb = float(Path(rss.name).read_text().split()[-1])
     out = Path(args[args.index("--out") + 1])
     return peak_kb / 1024, json.loads(next(out.glob("*/summary.json")).read_text())
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _analyze_sampled(args: list[str], period_s: float = 0.5) -> tuple[float, dict, list[tuple[int, float]]]:
+    """Like `_analyze`, and also (last completed frame, resident MB) every `period_s` while it runs: the frame
+    from the run's progress.json (checkpointed every `chunk_frames` frames)."""
+    out = Path(args[args.index("--out") + 1])
+    samples: list[tuple[int, float]] = []
+    proc = subprocess.Popen([sys.executable, "-m", "sipec", "analyze", *args, "--quiet"], cwd=ROOT, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0.0
+    stderr_tail: list[str] = []
+    drain = threading.Thread(target=lambda: stderr_tail.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+    drain.start()
+    while proc.poll() is None:
+        rss = _rss_mb(proc.pid)
+        peak = max(peak, _peak_rss_mb(proc.pid) if rss is not None else 0.0, rss or 0.0)
+        progress = next(out.glob("*/progress.json"), None)
+        frame = -1
+        if progress is not None:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                frame = int(json.loads(progress.read_text())["last_completed_frame"])
+        if rss is not None:
+            samples.append((frame, rss))
+        time.sleep(period_s)
+    drain.join(10)
+    if proc.returncode != 0:
+        raise RuntimeError("sipec analyze failed:\n" + "".join(stderr_tail)[-3000:])
+    return peak, json.loads(next(out.glob("*/summary.json")).read_text()), samples
+
+
+def _rss_at(samples: list[tuple[int, float]], frame: int) -> float:
+    """Resident MB at the first sample whose checkpoint reached `frame` (the highest before it if none)."""
+    at = [rss for f, rss in samples if f >= frame]
+    return at[0] if at else max(rss for _, rss in samples)
 
 
 def run(model_repo: str | None = None, frames: int = 300, animals: int = 4, size: str = "640x480") -> str:
@@ -167,21 +213,26 @@ def run_memory(model_repo: str | None = None, lengths: tuple[int, ...] = (1000, 
         for n in lengths:
             _sipec("synth", "--out", str(d / f"synth{n}"), "--animals", str(animals), "--frames", str(n), "--size",
                    size, "--seed", "5", "--quiet")
-            rss, summ = _analyze([str(d / f"synth{n}" / "video.mp4"), "--models", str(repo), "--out",
-                                  str(d / f"out{n}"), "--config", str(d / "pipeline.yaml")])
+            rss, summ, samples = _analyze_sampled([str(d / f"synth{n}" / "video.mp4"), "--models", str(repo),
+                                                   "--out", str(d / f"out{n}"), "--config", str(d / "pipeline.yaml")])
             peaks.append(rss)
+            streaming = [r for f, r in samples if 0 <= f < n - 1]
+            marks = [m for m in (lengths[0] - 1, n // 2 - 1, n - 1) if m >= 0]
             rows.append([str(n), str(summ["frames_analysed"]), f"{summ['frames_analysed'] / summ['seconds']:.1f}",
-                         f"{rss:.0f}", f"{rss / peaks[0]:.3f}"])
+                         f"{rss:.0f}", f"{rss / peaks[0]:.3f}", f"{max(streaming):.0f}" if streaming else "-",
+                         ", ".join(f"{m + 1}: {_rss_at(samples, m):.0f}" for m in sorted(set(marks)))])
             shutil.rmtree(d / f"synth{n}", ignore_errors=True)
     growth = peaks[-1] / peaks[0] - 1
     verdict = "flat within 10%: aim met" if abs(growth) <= 0.10 else "NOT flat within 10%: aim missed"
     return ("### Memory against video length: `sipec analyze` in-process\n\n"
             f"`.venv/bin/python -m bench.bench_analyze --memory {model_repo} --size {size} --animals {animals}`\n\n"
             f"Modules: {', '.join(modules)}, all in the one `sipec analyze` process; `sipec synth` videos with "
-            f"{animals} animals at {size}, seed 5; peak resident set by GNU time. From {lengths[0]} to "
-            f"{lengths[-1]} frames the peak changed by {growth * 100:+.1f}% ({verdict}). "
-            f"Wall time {time.time() - t0:.0f} s.\n\n"
-            + table(["frames", "frames analysed", "frames/s", "peak RSS MB", f"vs {lengths[0]} frames"], rows) + "\n")
+            f"{animals} animals at {size}, seed 5; peak resident set (VmHWM of the process). From {lengths[0]} to "
+            f"{lengths[-1]} frames the peak changed by {growth * 100:+.1f}% ({verdict}). Resident memory is also "
+            "sampled every 0.5 s with the last checkpointed frame (progress.json, every 200 frames): the largest "
+            f"while frames stream, and at given frames. Wall time {time.time() - t0:.0f} s.\n\n"
+            + table(["frames", "frames analysed", "frames/s", "peak RSS MB", f"peak vs {lengths[0]} frames",
+                     "largest RSS MB while streaming", "RSS MB at frame"], rows) + "\n")
 
 
 def main() -> None:

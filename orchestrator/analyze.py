@@ -99,11 +99,18 @@ def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineCo
                 raise
             decode_error = reader.error
             decode_fps = reader.decode_fps
-        table = sink.writer.finish()
+        sink.writer.finish()
     else:
         decode_fps = 0.0
-        table = sink.writer.table()
     outcome.frames = sink.writer.last_completed + 1   # every frame completed, with or without animals
+    # the whole table is read back only for the outputs that draw on all of it; the results files and the
+    # summary need one part at a time and three columns
+    outputs = config.outputs
+    wants_table = (bool(keypoints) and outputs.get("pose", True)) or outputs.get("annotated_video", True) \
+        or (bool(behaviours) and outputs.get("ethogram", True)) or outputs.get("density", True)
+    table = sink.writer.table() if wants_table else None
+    brief = sink.writer.table(columns=[c for c in ("track_id", "identity", "behaviour")
+                                       if c in sink.writer.schema.names])
     files = ["results.parquet", "results.csv"]
     if keypoints and config.outputs.get("pose", True):
         files += [p.name for p in write_pose_files(table, keypoints, folder, str(video.resolve()),
@@ -112,7 +119,8 @@ def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineCo
         render_annotated_video(video, table, folder / "annotated.mp4", keypoints, behaviours, info.fps,
                                frames=outcome.frames)
         files.append("annotated.mp4")
-    files += _reports(table, folder, behaviours, info, config)
+    if table is not None:
+        files += _reports(table, folder, behaviours, info, config)
     outcome.seconds = time.time() - t0
     outcome.files = files
     outcome.ok = decode_error is None
@@ -120,13 +128,13 @@ def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineCo
     summary = {
         "video": str(video), "frames_analysed": outcome.frames, "frames_in_header": info.frames, "fps": info.fps,
         "size": [info.width, info.height], "modules": list(modules.stubs), "model_versions": versions,
-        "resumed_from_frame": start if resume else 0, "rows": table.num_rows,
+        "resumed_from_frame": start if resume else 0, "rows": brief.num_rows,
         "seconds": round(outcome.seconds, 2), "decode_fps": round(decode_fps, 1), "files": files,
-        "error": outcome.error or None, "identities": _counts(table, "identity"),
-        "tracks": int(len(set(table.column("track_id").to_pylist()) - {0})) if table.num_rows else 0,
+        "error": outcome.error or None, "identities": _counts(brief, "identity"),
+        "tracks": int(len(set(brief.column("track_id").to_pylist()) - {0})) if brief.num_rows else 0,
     }
     if behaviours:
-        summary["behaviour_frames"] = _counts(table, "behaviour")
+        summary["behaviour_frames"] = _counts(brief, "behaviour")
     write_text_atomic(folder / "summary.json", json.dumps(summary, indent=2))
     outcome.files.append("summary.json")
     return outcome

@@ -124,16 +124,27 @@ class ResultsWriter:
                     "schema": self.schema.names, **self.meta}
         _atomic_write_bytes(self.folder / PROGRESS, json.dumps(progress, indent=1).encode())
 
-    def table(self) -> pa.Table:
-        tables = [pq.read_table(self.parts_dir / p, schema=self.schema) for p in self.parts]
-        return pa.concat_tables(tables) if tables else self.schema.empty_table()
+    def table(self, columns: list[str] | None = None) -> pa.Table:
+        """The rows written so far (all columns, or `columns`), read back from the parts."""
+        schema = self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
+        tables = [pq.read_table(self.parts_dir / p, columns=columns, schema=schema) for p in self.parts]
+        return pa.concat_tables(tables) if tables else schema.empty_table()
 
-    def finish(self) -> pa.Table:
-        """Flush, then write results.parquet and results.csv (each atomically) from all parts."""
+    def finish(self) -> None:
+        """Flush, then write results.parquet and results.csv (each atomically) part by part: the memory this
+        takes is one part's, however long the video (docs/benchmarks.md, memory against video length)."""
         self.flush()
-        table = self.table()
-        _atomic_write_table(self.folder / "results.parquet", table, "parquet")
-        _atomic_write_table(self.folder / "results.csv", table, "csv")
+        with atomic_path(self.folder / "results.parquet") as pq_tmp, \
+                atomic_path(self.folder / "results.csv") as csv_tmp:
+            parquet = pq.ParquetWriter(pq_tmp, self.schema)
+            csv = pacsv.CSVWriter(csv_tmp, self.schema)
+            try:
+                for p in self.parts:
+                    part = pq.read_table(self.parts_dir / p, schema=self.schema)
+                    parquet.write_table(part)
+                    csv.write_table(part)
+            finally:
+                parquet.close()
+                csv.close()
         self.finished = True
         self._write_progress()
-        return table

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from orchestrator.config import ConfigError, load_config, parse_config
@@ -74,10 +75,14 @@ def test_results_resume_loses_and_duplicates_nothing(tmp_path):
     assert not (tmp_path / "parts" / "part-00000008-00000009.parquet").exists()
     for i in range(resumed.next_frame, 13):
         resumed.add_frame(i, _rows(i))
-    table = resumed.finish()
+    resumed.finish()   # written part by part
+    table = pq.read_table(tmp_path / "results.parquet")
     frames = table.column("frame").to_pylist()
     assert frames == [i for i in range(13) for _ in (1, 2)]
-    assert (tmp_path / "results.parquet").is_file() and (tmp_path / "results.csv").read_text().count("\n") == 27
+    assert table.equals(resumed.table()) and table.schema == SCHEMA
+    assert resumed.table(columns=["track_id"]).column_names == ["track_id"]
+    csv = (tmp_path / "results.csv").read_text().splitlines()
+    assert len(csv) == 27 and csv[0] == '"frame","track_id","x"' and csv[1] == "0,1,0.1"
     assert json.loads((tmp_path / "progress.json").read_text())["finished"] is True
     with pytest.raises(ValueError, match="out of order"):
         resumed.add_frame(3, _rows(3))
