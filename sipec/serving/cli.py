@@ -25,6 +25,9 @@ def add_server_arguments(p: argparse.ArgumentParser, default_port: int) -> None:
     g.add_argument("--max-message-mb", type=float, default=64.0,
                    help="largest gRPC message accepted or sent, in MiB (default 64); larger: RESOURCE_EXHAUSTED")
     g.add_argument("--workers", type=int, default=16, help="RPC worker threads (default 16)")
+    g.add_argument("--max-concurrent-rpcs", type=int, default=None,
+                   help="calls (streams included) served at once; beyond it a call gets RESOURCE_EXHAUSTED at once "
+                        "instead of waiting for a worker thread (default: --workers; 0 = no limit)")
     g.add_argument("--grace-s", type=float, default=10.0,
                    help="on SIGTERM, seconds given to calls in flight before stopping (default 10)")
     g.add_argument("--tls-cert", default=os.environ.get("SIPEC_TLS_CERT"),
@@ -53,6 +56,11 @@ def server_config_from_args(args: argparse.Namespace):
                         Path(args.tls_client_ca) if args.tls_client_ca else None)
     if args.max_message_mb <= 0:
         raise CliError("--max-message-mb must be positive")
+    if args.workers < 1:
+        raise CliError("--workers must be at least 1")
+    limit = args.workers if args.max_concurrent_rpcs is None else args.max_concurrent_rpcs
+    if limit < 0:
+        raise CliError("--max-concurrent-rpcs must be 0 (no limit) or positive")
     auth_token_file = None
     if getattr(args, "auth_token_file", None):
         from sipec.serving.auth import TokenFileError, read_tokens
@@ -64,7 +72,8 @@ def server_config_from_args(args: argparse.Namespace):
         auth_token_file = Path(args.auth_token_file)
     return ServerConfig(port=args.port, host=args.host, metrics_port=args.metrics_port,
                         max_message_bytes=int(args.max_message_mb * 1024 * 1024),
-                        max_workers=args.workers, grace_s=args.grace_s, tls=tls, auth_token_file=auth_token_file)
+                        max_workers=args.workers, grace_s=args.grace_s, tls=tls, auth_token_file=auth_token_file,
+                        max_concurrent_rpcs=limit or None)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

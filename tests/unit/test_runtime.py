@@ -161,6 +161,34 @@ def test_max_message_size_gives_resource_exhausted():
         rt.stop(0)
 
 
+def test_calls_beyond_the_concurrency_limit_get_resource_exhausted_at_once():
+    import argparse
+
+    from sipec.serving.cli import add_server_arguments, server_config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_server_arguments(parser, default_port=0)
+    assert server_config_from_args(parser.parse_args([])).max_concurrent_rpcs == 16   # = --workers
+    assert server_config_from_args(parser.parse_args(["--workers", "4"])).max_concurrent_rpcs == 4
+    assert server_config_from_args(parser.parse_args(["--max-concurrent-rpcs", "0"])).max_concurrent_rpcs is None
+    servicer = Echo()
+    rt = ServiceRuntime("echo", server_config_from_args(parser.parse_args(["--port", "0", "--host", "127.0.0.1",
+                                                                           "--max-concurrent-rpcs", "1"])))
+    rt.add_service(add_echo, servicer, SERVICE)
+    rt.start()
+    try:
+        ch = make_channel(f"127.0.0.1:{rt.port}")
+        slow = ch.unary_unary(f"/{SERVICE}/Slow").future(b"a", timeout=10)
+        assert servicer.started.wait(5)
+        with pytest.raises(grpc.RpcError) as info:
+            _call(ch, "Echo")
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert slow.result() == b"done:a"
+        assert _call(ch, "Echo", b"again") == b"again"   # the slot is free again
+    finally:
+        rt.stop(0)
+
+
 def test_tls_and_mutual_tls(tmp_path):
     from sipec.serving.client import ClientTLS
     from sipec.serving.runtime import TLSConfig
