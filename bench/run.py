@@ -5,8 +5,8 @@ markdown block (its own heading, command and table). The section records the mac
 compare. Models: the end-to-end, per-module and load benchmarks use demo-out/models (`make demo` trains them) and
 fall back to random-weight models or say they skipped; the flies benchmark uses $SIPEC_BENCH_FLIES_REPO (models
 trained on ../shared/data/sleap-flies-clip; commands in docs/benchmarks.md) and skips without it. The load
-benchmark's perf_analyzer part needs `bash scripts/install_perf_analyzer.sh` once. All of it takes about 40
-minutes on 2 cores.
+benchmark's perf_analyzer part needs `bash scripts/install_perf_analyzer.sh` once. All of it took 20
+minutes on 2 cores (2026-11-21).
 """
 
 from __future__ import annotations
