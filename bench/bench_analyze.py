@@ -46,14 +46,20 @@ def _sipec(*args: str) -> subprocess.CompletedProcess:
     return r
 
 
-def _peak_rss_mb(pid: int) -> float:
+def _status_mb(pid: int, key: str) -> float | None:
+    """A memory figure of /proc/PID/status in MB (`VmHWM`: peak resident, `VmRSS`: resident now), or None."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return float("nan")
+    return None
+
+
+def _peak_rss_mb(pid: int) -> float:
+    peak = _status_mb(pid, "VmHWM")
+    return float("nan") if peak is None else peak
 
 
 def _analyze(args: list[str]) -> tuple[float, dict]:
@@ -68,16 +74,6 @@ def _analyze(args: list[str]) -> tuple[float, dict]:
     return peak_kb / 1024, json.loads(next(out.glob("*/summary.json")).read_text())
 
 
-def _rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
 def _analyze_sampled(args: list[str], period_s: float = 0.5) -> tuple[float, dict, list[tuple[int, float]]]:
     """Like `_analyze`, and also (last completed frame, resident MB) every `period_s` while it runs: the frame
     from the run's progress.json (checkpointed every `chunk_frames` frames)."""
@@ -90,7 +86,7 @@ def _analyze_sampled(args: list[str], period_s: float = 0.5) -> tuple[float, dic
     drain = threading.Thread(target=lambda: stderr_tail.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
     drain.start()
     while proc.poll() is None:
-        rss = _rss_mb(proc.pid)
+        rss = _status_mb(proc.pid, "VmRSS")
         peak = max(peak, _peak_rss_mb(proc.pid) if rss is not None else 0.0, rss or 0.0)
         progress = next(out.glob("*/progress.json"), None)
         frame = -1
