@@ -11,9 +11,9 @@ when the tensor has more than one element, the typed ``*_val`` field for one ele
 zero elements; strings use ``string_val``. One deliberate difference: bool and uint16 tensors with
 more than one element also use ``tensor_content`` (TensorFlow writes ``bool_val`` / ``int_val``, one
 varint per element; TensorFlow and TF Serving read both). Decoding follows ``tf.make_ndarray``, including its rule
-that a short ``*_val`` list is padded with its last value (one value broadcasts to the shape), except
-that ``int_val`` / ``half_val`` values outside the dtype's range are refused (:class:`ConversionError`)
-rather than wrapped.
+that a short ``*_val`` list is padded with its last value (one value broadcasts to the shape); ``int_val`` /
+``half_val`` values outside a narrow dtype's range keep their low bits, as TensorFlow's C++
+``Tensor::FromProto`` (what TF Serving runs) casts them.
 
 A shape costs a few bytes to claim (``[1, 100000, 100000, 3]`` with one ``int_val``), so decoding checks
 the size of the array it would allocate against ``max_bytes`` (default :data:`DEFAULT_MAX_TENSOR_BYTES`,

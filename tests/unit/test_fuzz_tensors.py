@@ -16,9 +16,11 @@ import tracemalloc
 
 import numpy as np
 import pytest
+import tensorflow as tf  # a hard dependency: a broken install fails, never skips
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from tensorflow.core.framework import tensor_pb2
 
 from sipec.api.convert import ConversionError, TooLargeError
 from sipec.api.tensors import (
@@ -30,9 +32,6 @@ from sipec.api.tensors import (
     ndarray_to_tensor_proto,
     tensor_proto_to_ndarray,
 )
-
-tf = pytest.importorskip("tensorflow")
-from tensorflow.core.framework import tensor_pb2  # noqa: E402
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

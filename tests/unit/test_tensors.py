@@ -7,15 +7,14 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf  # a hard dependency: a broken install fails, never skips
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from tensorflow.core.framework import tensor_pb2
 
 from sipec.api.convert import ConversionError
 from sipec.api.tensors import ndarray_to_tensor_proto, tensor_proto_to_ndarray
-
-tf = pytest.importorskip("tensorflow")
-from tensorflow.core.framework import tensor_pb2  # noqa: E402
 
 NUMERIC = [np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
            np.uint8, np.uint16, np.uint32, np.uint64, np.bool_]
