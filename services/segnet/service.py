@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import queue
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from services.segnet.postprocess import DEFAULT_MASK_OVERLAP, to_instances
 from sipec.api.convert import image_from_proto, instance_to_proto, item_error_from_exception
 from sipec.serving.errors import InvalidInput, ServingError, Unavailable, grpc_errors, grpc_stream_errors
 from sipec.serving.module import ModuleService
+from sipec.serving.streams import ReadAhead
 
 log = logging.getLogger("sipec.segnet")
 
@@ -145,32 +144,12 @@ class SegNetServicer(ModuleService):
 
     @grpc_stream_errors
     def SegmentStream(self, request_iterator: Any, context: Any) -> Iterator[Any]:
-        q: queue.Queue[Any] = queue.Queue(maxsize=4 * self.max_batch)
-        done = object()
-
-        def read() -> None:
-            try:
-                for req in request_iterator:
-                    q.put(req)
-            except Exception as exc:  # noqa: BLE001 - a cancelled client ends the stream
-                log.debug("segnet stream: reader ended: %s", exc)
-            finally:
-                q.put(done)
-
-        threading.Thread(target=read, name="segnet-stream-reader", daemon=True).start()
-        finished = False
-        while not finished:
-            batch = [q.get()]
-            while len(batch) < self.max_batch and batch[-1] is not done:
-                try:
-                    batch.append(q.get_nowait())
-                except queue.Empty:
-                    break
-            if batch[-1] is done:
-                finished = True
-                batch.pop()
-            if batch:
+        reader = ReadAhead(request_iterator, self.max_batch, "segnet")   # frames that have arrived, batched
+        try:
+            for batch in reader.batches():
                 yield from self._answer_batch(batch)
+        finally:
+            reader.close()
 
 
 def create_servicer(model_repo: Path, model_name: str = DEFAULT_MODEL) -> SegNetServicer:
