@@ -10,7 +10,7 @@ export KERAS_HOME := $(CURDIR)/.tmp/keras
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup protos test lint unit demo bench k8s-check clean
+.PHONY: setup protos test test-fast test-stress lint unit demo bench k8s-check clean
 
 setup: $(STAMP) $(PROTO_STAMP)
 
@@ -30,7 +30,15 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 test: setup lint k8s-check
-	$(VENV)/bin/pytest -q -ra
+	$(VENV)/bin/pytest -q -ra --durations=40
+
+# the edit-test loop: everything not marked slow (no training, no long pipelines)
+test-fast: setup
+	$(VENV)/bin/pytest -q -ra -m "not slow"
+
+# the end-to-end and fault tests beside two CPU-burning processes (a loaded machine): results must not change
+test-stress: setup
+	$(VENV)/bin/pytest -q -ra --stress 2 tests/e2e
 
 demo: setup
 	$(PY) -m sipec.demo

@@ -86,11 +86,16 @@ def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineCo
     decode_error: VideoError | None = None
     if not sink.writer.finished:
         pipeline = VideoPipeline(modules, config.pipeline_options())
-        with FrameReader(video, start=start) as reader:
+        # a resume analyses the last frames before `start` again without writing them (IdNet's and BehaveNet's
+        # windows and the identity smoothing reach back), and replays the written frames before those to the tracker
+        first = max(0, start - pipeline.warmup_frames())
+        with FrameReader(video, start=first) as reader:
             def emit(state: FrameState) -> None:
-                sink.add(state)
+                if state.frame.index >= start:
+                    sink.add(state)
 
-            replay = _tracker_replay(sink.writer.table()) if start > 0 and "tracker" in modules else None
+            replay = _tracker_replay(sink.writer.table(), before=first) if first > 0 and "tracker" in modules \
+                else None
             try:
                 pipeline.run(reader, emit, progress=(lambda i: progress(i, info.frames)) if progress else None,
                              replay=replay)
@@ -132,6 +137,7 @@ def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineCo
         "seconds": round(outcome.seconds, 2), "decode_fps": round(decode_fps, 1), "files": files,
         "error": outcome.error or None, "identities": _counts(brief, "identity"),
         "tracks": int(len(set(brief.column("track_id").to_pylist()) - {0})) if brief.num_rows else 0,
+        "determined_by": determined_by(modules, config),
     }
     if behaviours:
         summary["behaviour_frames"] = _counts(brief, "behaviour")
@@ -140,10 +146,43 @@ def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineCo
     return outcome
 
 
-def _tracker_replay(table: Any) -> list[tuple[int, list[Any]]]:
-    """The frames already written, as tracker requests with their track ids (to resume tracking exactly)."""
+RESULT_PACKAGES = ("sipec", "tensorflow", "keras", "numpy", "opencv-python-headless", "scipy")
+
+
+def determined_by(modules: ModuleSet, config: PipelineConfig) -> dict[str, Any]:
+    """What an analysis's results depend on besides the video: per module the model, its version, the backend
+    and the batch size every model call is padded to (ModelInfo; 0 = not padded), the pipeline options, and the
+    software. Two runs that agree on all of it give byte-identical results tables on one machine (README, "Same
+    input, same output")."""
+    import dataclasses
+    import importlib.metadata
+    import platform
+
+    packages = {}
+    for name in RESULT_PACKAGES:
+        try:
+            packages[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            packages[name] = None
+    options = dataclasses.asdict(config.pipeline_options())
+    options.pop("timeout_s", None)          # how long to wait, not what is computed
+    options.pop("max_frames_in_flight", None)
+    return {
+        "modules": {name: {"model": info.model_name, "version": int(info.version), "backend": info.backend,
+                           "batch_size": int(info.batch_size)} for name, info in modules.info.items()},
+        "pipeline": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
+        "packages": packages, "python": platform.python_version(), "machine": platform.machine(),
+    }
+
+
+def _tracker_replay(table: Any, before: int) -> list[tuple[int, list[Any]]]:
+    """The frames already written before frame `before`, as tracker requests with their track ids (to resume
+    tracking exactly)."""
+    import pyarrow.compute as pc
+
     from sipec.v1 import common_pb2
 
+    table = table.filter(pc.less(table.column("frame"), before))
     by_frame: dict[int, list[Any]] = {}
     for r in table.select(["frame", "track_id", "score", "x1", "y1", "x2", "y2", "com_x", "com_y", "mask_height",
                            "mask_width", "mask_rle"]).to_pylist():

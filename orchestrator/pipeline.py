@@ -40,6 +40,7 @@ from sipec.api.convert import (
     instance_from_proto,
     mask_to_proto,
 )
+from sipec.api.defaults import TRACKER_DEFAULTS
 from sipec.geometry import crop_around, crop_origin, decode_rle
 from sipec.v1 import behavenet_pb2, common_pb2, idnet_pb2, posenet_pb2, segnet_pb2, tracker_pb2
 
@@ -197,9 +198,22 @@ class VideoPipeline:
             window = modules.meta("behavenet").get("window")
             delays.append(int(window.get("n") or 0) if isinstance(window, dict) else 0)
         delay = max(delays)
+        self.delay = delay
         if self.o.max_frames_in_flight <= delay + 1:
             raise ValueError(f"max_frames_in_flight {self.o.max_frames_in_flight} is too small for the models' "
                              f"temporal windows (frames answered {delay} frames late): use at least {delay + 2}")
+
+    def warmup_frames(self) -> int:
+        """How many frames before a resume point must be analysed again (and not written) so that the frames after
+        it get exactly the results of an uninterrupted run: IdNet's and BehaveNet's windows reach `delay` frames
+        back, and the tracker smooths IdNet's answers over `identity_window` frames. 0 without IdNet and BehaveNet
+        (the tracker's replay of the written frames restores its tracks exactly)."""
+        if "idnet" not in self.m and "behavenet" not in self.m:
+            return 0
+        window = 0
+        if "idnet" in self.m:
+            window = int(self.o.tracker.get("identity_window") or TRACKER_DEFAULTS["identity_window"])
+        return max(self.delay, window)
 
     # ------------------------------------------------------------------------------------------------
     def run(self, reader: FrameReader, emit: Callable[[FrameState], None],

@@ -112,3 +112,43 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# --stress: the suite beside CPU-burning neighbours (a loaded CI machine), `make test-stress` ----------------------
+_BURNER = """
+import os, sys, time
+end, parent = time.monotonic() + float(sys.argv[1]), os.getppid()
+while time.monotonic() < end and os.getppid() == parent:   # stops by itself: time limit, or the test run gone
+    for _ in range(100000):
+        pass
+"""
+
+
+def pytest_addoption(parser):
+    parser.addoption("--stress", type=int, nargs="?", const=-1, default=0, metavar="N",
+                     help="run the tests beside N CPU-burning processes (without N: one per core), as on a "
+                          "loaded machine; results must not change (make test-stress)")
+    parser.addoption("--stress-max-s", type=float, default=3600.0,
+                     help="the burners stop by themselves after this many seconds (default 3600)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cpu_burners(request) -> Iterator[int]:
+    n = request.config.getoption("--stress")
+    if n == -1:
+        n = os.cpu_count() or 2
+    procs = [subprocess.Popen([sys.executable, "-c", _BURNER, str(request.config.getoption("--stress-max-s"))])
+             for _ in range(max(0, n))]
+    try:
+        yield len(procs)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def pytest_report_header(config):
+    n = config.getoption("--stress")
+    if n:
+        return f"stress: {'one per core' if n == -1 else n} CPU-burning neighbour process(es) for the whole run"
+    return None

@@ -365,7 +365,8 @@ def run_serve(args: argparse.Namespace) -> int:
     def make_servicer(backend: Any, runtime: Any) -> BehaveNetService:
         features = backend_from_args(features_args)
         return BehaveNetService(BehaveNetBackends(backend, features), runtime, max_subjects=args.max_subjects,
-                                max_batch=args.max_batch, max_crop_pixels=args.max_crop_pixels)
+                                max_batch=args.max_batch, max_crop_pixels=args.max_crop_pixels,
+                                batch_size=args.batch_size)
 
     return run_module_server(args, "behavenet", SERVICE_NAME, make_servicer,
                              behavenet_pb2_grpc.add_BehaveNetServicer_to_server)

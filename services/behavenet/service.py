@@ -32,6 +32,7 @@ from services.behavenet.model import CROP_INPUT, FEATURES_INPUT, FEATURES_OUTPUT
 from services.behavenet.stream import ReadyWindow, StreamState
 from sipec.api.convert import image_from_proto, item_error_from_exception, probabilities_to_proto
 from sipec.serving.backends import ModelBackend, ModelMetadata, Prediction
+from sipec.serving.batching import DEFAULT_BATCH_SIZE
 from sipec.serving.errors import InvalidInput, ServingError, Unavailable, grpc_errors, grpc_stream_errors
 from sipec.serving.module import ModuleService
 from sipec.serving.streams import ReadAhead
@@ -106,8 +107,9 @@ class BehaveNetService(ModuleService):
     service_name = SERVICE_NAME
 
     def __init__(self, backend: BehaveNetBackends, runtime: Any = None, max_subjects: int = DEFAULT_MAX_SUBJECTS,
-                 max_batch: int = DEFAULT_MAX_BATCH, max_crop_pixels: int = DEFAULT_MAX_CROP_PIXELS) -> None:
-        super().__init__(backend, runtime)
+                 max_batch: int = DEFAULT_MAX_BATCH, max_crop_pixels: int = DEFAULT_MAX_CROP_PIXELS,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        super().__init__(backend, runtime, batch_size)
         self.models = backend
         self.max_subjects = max_subjects
         self.max_batch = max_batch
@@ -152,22 +154,13 @@ class BehaveNetService(ModuleService):
         return resize_crop(crop, size)
 
     def _features(self, crops: np.ndarray) -> np.ndarray:
-        out = []
-        for i in range(0, len(crops), self.max_batch):
-            chunk = crops[i:i + self.max_batch]
-            self.observe_batch(len(chunk))
-            pred = self.models.features.predict({CROP_INPUT: chunk}, output_filter=[FEATURES_OUTPUT])
-            out.append(np.asarray(pred.outputs[FEATURES_OUTPUT], dtype=np.float32))
-        return np.concatenate(out)
+        pred = self.predict({CROP_INPUT: crops}, [FEATURES_OUTPUT], backend=self.models.features)
+        return np.asarray(pred.outputs[FEATURES_OUTPUT], dtype=np.float32)
 
     def _probabilities(self, windows: np.ndarray) -> tuple[np.ndarray, int]:
-        out, version = [], 0
-        for i in range(0, len(windows), self.max_batch):
-            pred = self.models.temporal.predict({FEATURES_INPUT: windows[i:i + self.max_batch].astype(np.float32)},
-                                                output_filter=[PROBABILITIES_OUTPUT])
-            out.append(np.asarray(pred.outputs[PROBABILITIES_OUTPUT], dtype=np.float32))
-            version = pred.model_version
-        return np.concatenate(out), version
+        pred = self.predict({FEATURES_INPUT: windows.astype(np.float32)}, [PROBABILITIES_OUTPUT],
+                            backend=self.models.temporal)
+        return np.asarray(pred.outputs[PROBABILITIES_OUTPUT], dtype=np.float32), pred.model_version
 
     # Classify ---------------------------------------------------------------------------------
     @grpc_errors

@@ -209,6 +209,7 @@ def _score_models(args: argparse.Namespace, data: Any) -> dict[str, Any]:
     from services.idnet.masking import MaskSettings
     from sipec.cli import CliError
     from sipec.serving.backends import LocalBackend
+    from sipec.serving.batching import DEFAULT_BATCH_SIZE, predict_fixed
     from sipec.serving.repository import ModelRepository
 
     repo = ModelRepository(args.model_repo)
@@ -230,7 +231,7 @@ def _score_models(args: argparse.Namespace, data: Any) -> dict[str, Any]:
             probs = []
             for start in range(0, len(data), 64):
                 batch = np.stack([data.sequence(row, settings) for row in idx[start:start + 64]])
-                probs.append(backend.predict({"crops": batch}).outputs["probabilities"])
+                probs.append(predict_fixed(backend, {"crops": batch}, DEFAULT_BATCH_SIZE).outputs["probabilities"])
             out[role] = identity_scores(data.identity, np.concatenate(probs), names)
         finally:
             backend.close()
@@ -316,6 +317,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from sipec.v1 import idnet_pb2_grpc
 
     def make(backend: Any, runtime: Any) -> Any:
-        return IdNetServicer(backend, runtime, max_batch=args.max_batch, max_tracks=args.max_tracks)
+        return IdNetServicer(backend, runtime, max_batch=args.max_batch, max_tracks=args.max_tracks,
+                             batch_size=args.batch_size)
 
     return run_module_server(args, "idnet", "sipec.v1.IdNet", make, idnet_pb2_grpc.add_IdNetServicer_to_server)

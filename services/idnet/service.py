@@ -39,6 +39,7 @@ from sipec.api.convert import (
     probabilities_to_proto,
 )
 from sipec.serving.backends import ModelBackend
+from sipec.serving.batching import DEFAULT_BATCH_SIZE
 from sipec.serving.errors import InvalidInput, ServingError, TooLarge, Unavailable, grpc_errors, grpc_stream_errors
 from sipec.serving.module import ModuleService
 from sipec.serving.streams import ReadAhead
@@ -95,8 +96,9 @@ class IdNetServicer(ModuleService):
     module = "idnet"
     service_name = SERVICE_NAME
 
-    def __init__(self, backend: ModelBackend, runtime: Any = None, max_batch: int = 64, max_tracks: int = 256) -> None:
-        super().__init__(backend, runtime)
+    def __init__(self, backend: ModelBackend, runtime: Any = None, max_batch: int = 64, max_tracks: int = 256,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        super().__init__(backend, runtime, batch_size)
         self.max_batch = max_batch
         self.max_tracks = max_tracks
 
@@ -112,20 +114,9 @@ class IdNetServicer(ModuleService):
                               f"{exc}") from exc
 
     def classify(self, sequences: np.ndarray) -> tuple[np.ndarray, int]:
-        """(B, 2T+1, S, S, 3) masked crops -> (B, identities) probabilities, in batches of max_batch."""
-        out, version = [], 0
-        for start in range(0, len(sequences), self.max_batch):
-            chunk = sequences[start:start + self.max_batch]
-            self.observe_batch(len(chunk))
-            try:
-                pred = self.backend.predict({INPUT_NAME: chunk}, [OUTPUT_NAME])
-            except ServingError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a failing backend is unavailable to callers
-                raise Unavailable(f"idnet: model backend failed: {exc}") from exc
-            out.append(np.asarray(pred.outputs[OUTPUT_NAME], np.float64))
-            version = pred.model_version
-        return np.concatenate(out), version
+        """(B, 2T+1, S, S, 3) masked crops -> (B, identities) probabilities, in model calls of batch_size."""
+        pred = self.predict({INPUT_NAME: sequences}, [OUTPUT_NAME])
+        return np.asarray(pred.outputs[OUTPUT_NAME], np.float64), pred.model_version
 
     @staticmethod
     def identification(key: str, probs: np.ndarray, names: Sequence[str]) -> Any:

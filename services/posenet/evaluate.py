@@ -66,7 +66,7 @@ def evaluate(backend: Any, samples: list[PoseSample], size: int, batch_size: int
     for i in range(0, len(samples), batch_size):
         chunk = samples[i:i + batch_size]
         crops, mats = crop_batch(chunk, size)
-        kp, _ = estimate_crops(backend, crops, batch_size=batch_size)
+        kp, _ = estimate_crops(backend, crops)
         preds.append(to_frame(kp, mats))
         trues.append(np.stack([s.keypoints for s in chunk]))
     return np.concatenate(preds), np.concatenate(trues)

@@ -26,6 +26,7 @@ import numpy as np
 
 from services.posenet.predict import estimate_crops
 from sipec.api.convert import image_from_proto, item_error_from_exception, keypoints_to_proto
+from sipec.serving.batching import DEFAULT_BATCH_SIZE
 from sipec.serving.errors import (
     FailedPrecondition,
     InvalidInput,
@@ -64,8 +65,9 @@ class PoseNetServicer(ModuleService):
     module = "posenet"
     service_name = SERVICE_NAME
 
-    def __init__(self, backend: Any, runtime: Any = None, max_batch: int = DEFAULT_MAX_BATCH) -> None:
-        super().__init__(backend, runtime)
+    def __init__(self, backend: Any, runtime: Any = None, max_batch: int = DEFAULT_MAX_BATCH,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        super().__init__(backend, runtime, batch_size)
         self.max_batch = max_batch
 
     def _model(self) -> tuple[list[str], int, int]:
@@ -111,16 +113,10 @@ class PoseNetServicer(ModuleService):
             good.append(i)
         if not good:
             return response
-        try:
-            kp, version = estimate_crops(self.backend, np.stack(crops), batch_size=self.max_batch)
-        except ServingError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a backend that fails is unavailable to callers
-            raise Unavailable(f"posenet: model backend failed: {exc}") from exc
+        kp, version = estimate_crops(self.backend, np.stack(crops), predict=self.predict)
         if kp.shape[1] != len(names):
             raise FailedPrecondition(f"posenet: model {self.backend.model_name!r} outputs {kp.shape[1]} heatmaps "
                                      f"but its metadata names {len(names)} keypoints")
-        self.observe_batch(len(good))
         response.model_version = version
         for j, i in enumerate(good):
             c = request.crops[i]
@@ -168,5 +164,6 @@ def serve(args: argparse.Namespace) -> int:
     if args.max_batch < 1:
         raise CliError(f"--max-batch: must be at least 1, not {args.max_batch}")
     return run_module_server(args, "posenet", SERVICE_NAME,
-                             lambda backend, runtime: PoseNetServicer(backend, runtime, args.max_batch),
+                             lambda backend, runtime: PoseNetServicer(backend, runtime, args.max_batch,
+                                                                      args.batch_size),
                              posenet_pb2_grpc.add_PoseNetServicer_to_server)

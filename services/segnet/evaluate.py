@@ -87,8 +87,10 @@ def model_predict_fn(model: Any) -> PredictFn:
 
 
 def backend_predict_fn(backend: Any) -> PredictFn:
-    """A PredictFn of a ModelBackend (local SavedModel or TF Serving)."""
-    return lambda images: backend.predict({"image": images}).outputs
+    """A PredictFn of a ModelBackend (local SavedModel or TF Serving), in fixed-size calls as the service makes."""
+    from sipec.serving.batching import DEFAULT_BATCH_SIZE, predict_fixed
+
+    return lambda images: predict_fixed(backend, {"image": images}, DEFAULT_BATCH_SIZE).outputs
 
 
 def folds(n: int, k: int) -> list[tuple[np.ndarray, np.ndarray]]:

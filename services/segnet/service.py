@@ -27,6 +27,7 @@ import numpy as np
 from services.segnet.data import letterbox
 from services.segnet.postprocess import DEFAULT_MASK_OVERLAP, to_instances
 from sipec.api.convert import image_from_proto, instance_to_proto, item_error_from_exception
+from sipec.serving.batching import DEFAULT_BATCH_SIZE
 from sipec.serving.errors import InvalidInput, ServingError, Unavailable, grpc_errors, grpc_stream_errors
 from sipec.serving.module import ModuleService
 from sipec.serving.streams import ReadAhead
@@ -56,8 +57,9 @@ class SegNetServicer(ModuleService):
     service_name = SERVICE_NAME
 
     def __init__(self, backend: Any, runtime: Any = None, max_batch: int = DEFAULT_MAX_BATCH,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, mask_overlap: float = DEFAULT_MASK_OVERLAP) -> None:
-        super().__init__(backend, runtime)
+                 max_pixels: int = DEFAULT_MAX_PIXELS, mask_overlap: float = DEFAULT_MASK_OVERLAP,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        super().__init__(backend, runtime, batch_size)
         self.max_batch = max_batch
         self.max_pixels = max_pixels
         self.mask_overlap = mask_overlap
@@ -87,13 +89,7 @@ class SegNetServicer(ModuleService):
         return frame
 
     def _predict(self, frames: list[_Frame]) -> tuple[list[dict[str, np.ndarray]], int]:
-        try:
-            pred = self.backend.predict({"image": np.stack([f.image for f in frames])})
-        except ServingError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a backend that fails is unavailable to callers
-            raise Unavailable(f"segnet: model backend failed: {exc}") from exc
-        self.observe_batch(len(frames))
+        pred = self.predict({"image": np.stack([f.image for f in frames])})   # fixed-size calls
         out = {k: np.asarray(v) for k, v in pred.outputs.items()}
         return [{k: v[i] for k, v in out.items()} for i in range(len(frames))], pred.model_version
 
@@ -172,5 +168,6 @@ def serve(args: argparse.Namespace) -> int:
         raise CliError(f"--mask-overlap: must be in (0, 1], not {args.mask_overlap}")
     return run_module_server(args, "segnet", SERVICE_NAME,
                              lambda backend, runtime: SegNetServicer(backend, runtime, args.max_batch,
-                                                                     args.max_pixels, args.mask_overlap),
+                                                                     args.max_pixels, args.mask_overlap,
+                                                                     args.batch_size),
                              segnet_pb2_grpc.add_SegNetServicer_to_server)

@@ -105,7 +105,8 @@ def _serve_tracker(args: argparse.Namespace) -> int:
     factory = backend_factory_from_args(args)
 
     def make_servicer(backend, runtime):
-        return TrackerService(backend, runtime, limits=limits, max_streams=args.max_streams, backend_factory=factory)
+        return TrackerService(backend, runtime, limits=limits, max_streams=args.max_streams, backend_factory=factory,
+                              batch_size=args.batch_size)
 
     return run_module_server(args, "tracker", TrackerService.service_name, make_servicer,
                              tracker_pb2_grpc.add_TrackerServicer_to_server)

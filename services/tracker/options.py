@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sipec.api.defaults import TRACKER_DEFAULTS
 from sipec.serving.errors import InvalidInput
 
 MATCHING_METHODS: tuple[str, ...] = ("greedy", "hungarian")
@@ -26,12 +27,12 @@ class TrackerOptions:
       where their last mask does not overlap.
     """
 
-    matching: str = "greedy"
-    min_iou: float = 0.1
-    max_lost_frames: int = 30
-    identity_window: int = 30
-    interaction_dilation: int = 8
-    max_distance: float = 0.0
+    matching: str = TRACKER_DEFAULTS["matching"]
+    min_iou: float = TRACKER_DEFAULTS["min_iou"]
+    max_lost_frames: int = TRACKER_DEFAULTS["max_lost_frames"]
+    identity_window: int = TRACKER_DEFAULTS["identity_window"]
+    interaction_dilation: int = TRACKER_DEFAULTS["interaction_dilation"]
+    max_distance: float = TRACKER_DEFAULTS["max_distance"]
 
 
 @dataclass(frozen=True)

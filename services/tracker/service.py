@@ -35,6 +35,7 @@ from services.tracker.options import TrackerLimits, options_from_proto
 from services.tracker.tracker import FrameResult, StreamTracker
 from sipec.api.convert import ConversionError, box_to_proto, instance_from_proto, item_error, point_to_proto
 from sipec.serving.backends import ModelBackend
+from sipec.serving.batching import DEFAULT_BATCH_SIZE
 from sipec.serving.errors import (
     InvalidInput,
     NotFound,
@@ -62,8 +63,9 @@ class TrackerService(ModuleService, tracker_pb2_grpc.TrackerServicer):
 
     def __init__(self, backend: ModelBackend, runtime: ServiceRuntime | None = None,
                  limits: TrackerLimits | None = None, max_streams: int = 16, max_estimate_instances: int = 1024,
-                 backend_factory: Callable[[str], ModelBackend] | None = None, max_backends: int = 8) -> None:
-        super().__init__(backend, runtime)
+                 backend_factory: Callable[[str], ModelBackend] | None = None, max_backends: int = 8,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        super().__init__(backend, runtime, batch_size)
         self.limits = limits or TrackerLimits()
         self.max_streams = max_streams
         self.max_estimate_instances = max_estimate_instances
@@ -123,7 +125,7 @@ class TrackerService(ModuleService, tracker_pb2_grpc.TrackerServicer):
             det = detection_from_instance(instance_from_proto(msg, field=f"instances[{i}]"), i)
             feats[i] = (det.area, det.com[0], det.com[1])
             self._check_frame_size(backend, det.frame_size, i)
-        pred = backend.predict({INPUT_NAME: feats}, output_filter=[OUTPUT_NAME]).outputs[OUTPUT_NAME]
+        pred = self.predict({INPUT_NAME: feats}, [OUTPUT_NAME], backend=backend).outputs[OUTPUT_NAME]
         pred = np.asarray(pred, dtype=np.float64).reshape(n, 3)
         return tracker_pb2.Estimate3DResponse(positions=[
             tracker_pb2.Position3D(index=i, x=float(p[0]), y=float(p[1]), z=float(p[2])) for i, p in enumerate(pred)])
@@ -177,7 +179,7 @@ class TrackerService(ModuleService, tracker_pb2_grpc.TrackerServicer):
             return common_pb2.ModelInfo(module=self.module, model_name=self.backend.model_name, version=0,
                                         backend=self.backend.kind,
                                         architecture=f"{TRACKER_ARCHITECTURE} (depth model {ARCHITECTURE} not loaded)",
-                                        metadata_json=json.dumps(info, sort_keys=True))
+                                        metadata_json=json.dumps(info, sort_keys=True), batch_size=self.batch_size)
 
     def close(self) -> None:
         super().close()

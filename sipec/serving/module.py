@@ -8,7 +8,10 @@ gives them, once:
   tfserving: GetModelStatus says AVAILABLE), and a call that finds the backend unreachable (UNAVAILABLE)
   turns the health NOT_SERVING at once. The overall status ("") follows. Transitions are logged with the
   backend's address;
-- `add_backend_arguments` / `backend_from_args`: the `--backend local|tfserving` flags of `sipec serve <module>`.
+- `ModuleService.predict`: every call to the model with exactly `batch_size` items (`sipec.serving.batching`), so
+  that an item's result does not depend on which other items arrived with it;
+- `add_backend_arguments` / `backend_from_args`: the `--backend local|tfserving` and `--batch-size` flags of
+  `sipec serve <module>`.
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ import logging
 import threading
 from typing import Any
 
-from sipec.serving.backends import ModelBackend, ModelMetadata
-from sipec.serving.errors import Unavailable, grpc_errors
+import numpy as np
+
+from sipec.serving.backends import ModelBackend, ModelMetadata, Prediction
+from sipec.serving.batching import DEFAULT_BATCH_SIZE, check_batch_size, predict_fixed
+from sipec.serving.errors import ServingError, Unavailable, grpc_errors
 from sipec.serving.runtime import ServiceRuntime
 
 log = logging.getLogger("sipec.module")
@@ -33,9 +39,11 @@ class ModuleService:
     service_name: str = ""   # full gRPC service name, e.g. "sipec.v1.SegNet"
     health_follows_backend = True   # False: SERVING while the server runs (the tracker needs no model to track)
 
-    def __init__(self, backend: ModelBackend, runtime: ServiceRuntime | None = None) -> None:
+    def __init__(self, backend: ModelBackend, runtime: ServiceRuntime | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         self.backend = backend
         self.runtime = runtime
+        self.batch_size = batch_size
         self._stop = threading.Event()
         self._health_lock = threading.Lock()
         self._backend_ready: bool | None = None   # last health set from the backend; None: not yet
@@ -60,15 +68,29 @@ class ModuleService:
             input_height=int(size.get("height", 0)), input_width=int(size.get("width", 0)),
             class_names=list(info.get("class_names", [])), keypoint_names=list(info.get("keypoint_names", [])),
             backend=self.backend.kind, architecture=str(info.get("architecture", "")),
-            metadata_json=json.dumps(info, sort_keys=True))
+            metadata_json=json.dumps(info, sort_keys=True), batch_size=self.batch_size)
 
     @grpc_errors
     def GetModelInfo(self, request: Any, context: Any) -> Any:
         return self.model_info()
 
-    def observe_batch(self, size: int) -> None:
+    def observe_batch(self, size: int, model_name: str | None = None) -> None:
         if self.runtime is not None:
-            self.runtime.metrics.observe_batch(self.backend.model_name, size)
+            self.runtime.metrics.observe_batch(model_name or self.backend.model_name, size)
+
+    def predict(self, inputs: dict[str, np.ndarray], output_filter: list[str] | None = None,
+                backend: ModelBackend | None = None) -> Prediction:
+        """The model (`backend`, default the service's) on `inputs`, in calls of exactly `batch_size` items, the
+        last one padded: an item's result depends on the item and the model alone, never on what arrived with it.
+        A backend failure that is not a ServingError is UNAVAILABLE."""
+        backend = backend or self.backend
+        try:
+            return predict_fixed(backend, inputs, self.batch_size, output_filter,
+                                 on_call=lambda k: self.observe_batch(k, backend.model_name))
+        except ServingError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a backend that fails is unavailable to callers
+            raise Unavailable(f"{self.module}: model backend failed: {exc}") from exc
 
     # health ---------------------------------------------------------------------------------------
     def watch_health(self, poll_s: float = 1.0) -> None:
@@ -141,6 +163,10 @@ def add_backend_arguments(p: argparse.ArgumentParser, default_model: str) -> Non
     g.add_argument("--tfserving", metavar="HOST:PORT", help="TF Serving address (tfserving backend)")
     g.add_argument("--backend-timeout-s", type=float, default=30.0, help="deadline of each backend call")
     g.add_argument("--poll-s", type=float, default=2.0, help="seconds between checks for a new model version")
+    g.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help="items in every call to the model; shorter calls are padded, so that an item's result never "
+                        "depends on what it was batched with (results are reproducible for one batch size; 0: no "
+                        f"padding, results may vary in the last bits with batching; default {DEFAULT_BATCH_SIZE})")
     g.add_argument("--backend-poll-s", type=float, default=1.0,
                    help="seconds between checks that the model backend answers; the health status "
                         "(grpc.health.v1) is NOT_SERVING while it does not (default 1)")
@@ -154,6 +180,10 @@ def backend_from_args(args: argparse.Namespace) -> ModelBackend:
     from sipec.serving.repository import check_model_name
 
     check_model_name(args.model_name)
+    try:
+        check_batch_size(args.batch_size)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
     if args.backend == "local":
         if not args.model_repo:
             raise CliError("--backend local needs --model-repo")

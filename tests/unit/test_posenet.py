@@ -283,7 +283,16 @@ def test_short_training_on_dlc_data_with_missing_labels_lowers_loss(trained):
     assert np.isnan(kps).any(), "the training set must contain missing labels"
     assert len({s.frame_size for s in samples}) == 2, "both image sizes of the reaching mouse"
     loss = history.history["loss"]
-    assert np.all(np.isfinite(loss)) and loss[-1] < loss[0]
+    assert np.all(np.isfinite(loss))
+
+
+def test_short_training_lowers_the_loss_in_every_epoch_after_the_first(trained):
+    """Every later epoch's loss well below the first's (the optimiser learns), not one noisy pair of epoch losses.
+    (Measured in inference mode instead, 3 to 25 epochs on these 16 images do not beat the untrained network: the
+    batch-norm moving statistics lag behind such short trainings.)"""
+    loss = trained[2].history["loss"]
+    assert len(loss) == 3
+    assert max(loss[1:]) < 0.6 * loss[0], loss
 
 
 def test_model_shapes_and_backbones():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import cv2
 import numpy as np
@@ -228,8 +229,10 @@ def test_folds_and_label_count_ablation_train_and_score_each_split(synth, tmp_pa
                  "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert [r["fold"] for r in report["folds"]] == [1, 2]
-    assert all(r["train_images"] == 3 and r["images"] == 3 and 0.0 <= r["map50"] <= 1.0 for r in report["folds"])
-    assert set(report["folds_summary"]["map50"]) == {"mean", "sd"}
+    assert all(r["train_images"] == 3 and r["images"] == 3 and r["steps"] > 0 for r in report["folds"])
+    maps = [r["map50"] for r in report["folds"]]        # pycocotools gives -1 when a fold has nothing to score
+    assert all(isinstance(m, float) and math.isfinite(m) and m >= 0 for m in maps)
+    assert report["folds_summary"]["map50"] == pytest.approx({"mean": float(np.mean(maps)), "sd": float(np.std(maps))})
     assert [r["train_images"] for r in report["train_sizes"]] == [2, 4]
     assert len({r["images"] for r in report["train_sizes"]}) == 1      # the same test images for every size
     assert "2-fold mAP@0.5" in capsys.readouterr().out
