@@ -25,10 +25,13 @@ ROOT = Path(__file__).resolve().parent.parent
 FLIES = ROOT.parent / "shared" / "data" / "sleap-flies-clip"
 ACCURACY, BURST = 0.8, 5.0
 # (label, options, simulated IdNet?)
+PAPER = {"matching": "greedy", "motion": "none"}
 CONFIGS = [
-    ("mask tracking alone (greedy)", {}, False),
-    ("mask tracking alone (Hungarian)", {"matching": "hungarian"}, False),
-    ("mask tracking + distance stage (40 px)", {"max_distance": 40.0}, False),
+    ("mask tracking alone (the paper: greedy, no motion)", PAPER, False),
+    ("mask tracking alone (Hungarian, no motion)", {"matching": "hungarian", "motion": "none"}, False),
+    ("mask tracking + distance stage (40 px)", {**PAPER, "max_distance": 40.0}, False),
+    ("Kalman motion, Hungarian (default)", {}, False),
+    ("Kalman motion, Hungarian, known number of animals", {"animals": -1}, False),
     ("+ simulated IdNet, no smoothing (window 1)", {"identity_window": 1}, True),
     ("+ simulated IdNet, smoothed over 15 frames", {"identity_window": 15}, True),
     ("+ simulated IdNet, smoothed over 30 frames (default)", {"identity_window": 30}, True),
@@ -45,6 +48,8 @@ def _tracking_rows(gt, cli_gt: str, extra: str = "") -> list[list[str]]:
     for label, opts, simulated in CONFIGS:
         idnet = SimulatedIdNet(gt.identity_names, ACCURACY, BURST, seed=0) if simulated else None
         t0 = time.perf_counter()
+        if opts.get("animals") == -1:   # the ground truth's number of animals
+            opts = {**opts, "animals": len(gt.identity_names)}
         tracked = track_ground_truth(gt, replace(TrackerOptions(), **opts), idnet, seed=0)
         seconds = time.perf_counter() - t0
         s = score_tracks(gt, tracked)

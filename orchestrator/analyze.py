@@ -114,7 +114,7 @@ def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineCo
     wants_table = (bool(keypoints) and outputs.get("pose", True)) or outputs.get("annotated_video", True) \
         or (bool(behaviours) and outputs.get("ethogram", True)) or outputs.get("density", True)
     table = sink.writer.table() if wants_table else None
-    brief = sink.writer.table(columns=[c for c in ("track_id", "identity", "behaviour")
+    brief = sink.writer.table(columns=[c for c in ("frame", "track_id", "identity", "behaviour")
                                        if c in sink.writer.schema.names])
     files = ["results.parquet", "results.csv"]
     if keypoints and config.outputs.get("pose", True):
@@ -137,6 +137,7 @@ def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineCo
         "seconds": round(outcome.seconds, 2), "decode_fps": round(decode_fps, 1), "files": files,
         "error": outcome.error or None, "identities": _counts(brief, "identity"),
         "tracks": int(len(set(brief.column("track_id").to_pylist()) - {0})) if brief.num_rows else 0,
+        **track_summary(brief, outcome.frames, int(config.tracker.get("animals") or 0)),
         "determined_by": determined_by(modules, config),
     }
     if behaviours:
@@ -144,6 +145,26 @@ def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineCo
     write_text_atomic(folder / "summary.json", json.dumps(summary, indent=2))
     outcome.files.append("summary.json")
     return outcome
+
+
+def track_summary(table: Any, frames: int, animals: int) -> dict[str, Any]:
+    """How whole the tracks are: the median track length in frames, how often a track was taken up again after
+    being lost (gaps bridged), and with a known number of animals the frames in which all of them are tracked."""
+    out: dict[str, Any] = {"median_track_frames": 0, "track_gaps_bridged": 0}
+    if table.num_rows:
+        df = table.select(["frame", "track_id"]).to_pandas()
+        df = df[df["track_id"] > 0]
+        if len(df):
+            seen = df.drop_duplicates().sort_values(["track_id", "frame"])
+            out["median_track_frames"] = float(seen.groupby("track_id").size().median())
+            out["track_gaps_bridged"] = int((seen.groupby("track_id")["frame"].diff() > 1).sum())
+        if animals:
+            per_frame = df.groupby("frame")["track_id"].nunique()
+            out["frames_with_all_animals"] = int((per_frame >= animals).sum())
+    if animals:
+        out.setdefault("frames_with_all_animals", 0)
+        out["animals"] = animals
+    return out
 
 
 RESULT_PACKAGES = ("sipec", "tensorflow", "keras", "numpy", "opencv-python-headless", "scipy")

@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                       "default: run the modules in this process")
     a.add_argument("--state-dir", type=Path, default=DEFAULT_STATE, help="where `sipec up` keeps its state")
     a.add_argument("--resume", action="store_true", help="continue each video after its last completed frame")
+    a.add_argument("--animals", type=int, default=None, metavar="N",
+                   help="the known number of animals (sets tracker.animals of pipeline.yaml): at most N tracks, "
+                        "fragments stitched into N")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=run_analyze)
 
@@ -67,6 +70,10 @@ def run_analyze(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config)
+        if args.animals is not None:
+            if args.animals < 1:
+                raise ConfigError(f"--animals: must be at least 1, not {args.animals}")
+            config.tracker["animals"] = args.animals
     except ConfigError as exc:
         raise CliError(str(exc)) from exc
     videos = find_videos(args.inputs)

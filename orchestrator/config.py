@@ -3,7 +3,8 @@
 ```yaml
 modules: [segnet, tracker, idnet, posenet, behavenet]   # any subset; segnet is required
 segnet: {min_score: 0.5, max_instances: 16}
-tracker: {matching: greedy, min_iou: 0.1, max_lost_frames: 10, identity_window: 25, interaction_dilation: 5}
+tracker: {matching: greedy, min_iou: 0.1, max_lost_frames: 10, identity_window: 25, interaction_dilation: 5,
+          max_distance: 0, motion: kalman, animals: 0}   # animals: the known number of animals (0: unknown)
 estimate_3d: true            # when the tracker serves a depth model
 outputs: {annotated_video: true, pose: true, ethogram: true, density: true}
 chunk_frames: 200            # rows are checkpointed every this many frames (resume granularity)
@@ -25,7 +26,8 @@ import yaml
 from orchestrator.pipeline import MODULE_ORDER, PipelineOptions
 
 OUTPUTS = ("annotated_video", "pose", "ethogram", "density")
-TRACKER_KEYS = ("matching", "min_iou", "max_lost_frames", "identity_window", "interaction_dilation")
+TRACKER_KEYS = ("matching", "min_iou", "max_lost_frames", "identity_window", "interaction_dilation", "max_distance",
+                "motion", "animals")
 
 
 class ConfigError(ValueError):
@@ -97,6 +99,18 @@ def parse_config(data: dict[str, Any], source: str = "config") -> PipelineConfig
         raise ConfigError(f"{source}: tracker takes {', '.join(TRACKER_KEYS)}")
     if "matching" in trk and trk["matching"] not in ("greedy", "hungarian"):
         raise ConfigError(f"{source}: tracker.matching must be greedy or hungarian, got {trk['matching']!r}")
+    if "motion" in trk and trk["motion"] not in ("kalman", "none"):
+        raise ConfigError(f"{source}: tracker.motion must be kalman or none, got {trk['motion']!r}")
+    for key in ("max_lost_frames", "identity_window", "interaction_dilation", "animals"):
+        if key in trk:
+            _expect(f"{source}: tracker.{key}", trk[key], int)
+            if trk[key] < 0:
+                raise ConfigError(f"{source}: tracker.{key} must be >= 0, got {trk[key]}")
+    for key in ("min_iou", "max_distance"):
+        if key in trk:
+            _expect(f"{source}: tracker.{key}", trk[key], (int, float))
+            if trk[key] < 0:
+                raise ConfigError(f"{source}: tracker.{key} must be >= 0, got {trk[key]}")
     cfg.tracker = dict(trk)
     if "estimate_3d" in data:
         cfg.estimate_3d = _expect(f"{source}: estimate_3d", data["estimate_3d"], bool)

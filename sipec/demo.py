@@ -132,7 +132,7 @@ def step_analyze(out: Path, repo: Path, test: Path, p: Profile) -> Path:
     _sipec("up", "--models", str(repo), "--modules", ",".join(MODULES), "--state-dir", str(state))
     try:
         _sipec("analyze", str(test / "video.mp4"), "--services", "local", "--state-dir", str(state),
-               "--out", str(analysis), "--config", str(config), "--quiet")
+               "--out", str(analysis), "--config", str(config), "--animals", str(p.animals), "--quiet")
     finally:
         _sipec("down", "--state-dir", str(state))
     return analysis / "video"

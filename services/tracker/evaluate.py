@@ -104,12 +104,16 @@ def _predict_with_saved_model(repo: str, name: str, area_uv: np.ndarray) -> tupl
 
 
 def add_tracker_evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    from services.tracker.options import MATCHING_METHODS, TrackerOptions
+    from services.tracker.options import MATCHING_METHODS, MOTION_MODELS, TrackerOptions
 
     d = TrackerOptions()
     p.add_argument("--gt", required=True, metavar="PATH",
                    help="ground-truth tracks: a COCO annotations file with track_id (sipec synth's annotations.json "
-                        "or its folder), or the sleap-flies-clip folder (identities labelled, masks DERIVED)")
+                        "or its folder), the sleap-flies-clip folder (identities labelled, masks DERIVED), or a "
+                        "peer's trajectories.csv (idtracker.ai: time,x1,y1,...; with --pred OUT/VIDEO)")
+    p.add_argument("--max-px", type=float, default=15.0,
+                   help="with trajectories.csv: a track matches a reference animal within this many pixels of its "
+                        "centre (default 15)")
     p.add_argument("--pred", default=None, metavar="TRACKS_JSON",
                    help="tracks to score (COCO results + frame_index, track_id, identity; see --save-pred); "
                         "without it the tracker runs on the ground truth's own masks (ids removed, order shuffled)")
@@ -119,8 +123,13 @@ def add_tracker_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-lost-frames", type=int, default=d.max_lost_frames, help=f"default {d.max_lost_frames}")
     g.add_argument("--identity-window", type=int, default=d.identity_window, help=f"default {d.identity_window}")
     g.add_argument("--max-distance", type=float, default=d.max_distance,
-                   help="pixels: second matching stage by centre-of-mass distance for what IoU left over "
-                        "(default 0 = off, IoU only as in the paper)")
+                   help="pixels: second matching stage by distance to the predicted centre for what overlap left "
+                        "over (default 0: an automatic gate with --motion kalman, off with --motion none)")
+    g.add_argument("--motion", choices=MOTION_MODELS, default=d.motion,
+                   help=f"kalman: match to the predicted position; none: to the last appearance, as the paper "
+                        f"(default {d.motion})")
+    g.add_argument("--animals", type=int, default=d.animals,
+                   help="the known number of animals: at most this many tracks (default 0: unknown)")
     g.add_argument("--simulated-idnet-accuracy", type=float, default=0.0, metavar="P",
                    help="feed SIMULATED IdNet probabilities (the true identity, wrong in bursts, at per-frame "
                         "accuracy P); 0 = no identities (default)")
@@ -153,6 +162,8 @@ def evaluate_tracker(args: argparse.Namespace) -> int:
 
     if args.frame_step < 1 or (args.frames is not None and args.frames < 1):
         raise CliError("--frame-step and --frames must be at least 1")
+    if str(args.gt).lower().endswith(".csv"):
+        return _evaluate_against_trajectories(args)
     if args.start < 0:
         raise CliError(f"--start must be >= 0, not {args.start}")
     if not 0.0 < args.iou <= 1.0:
@@ -181,10 +192,10 @@ def evaluate_tracker(args: argparse.Namespace) -> int:
     else:
         try:
             opts = resolve_options(args.matching, args.min_iou, args.max_lost_frames, args.identity_window,
-                                   max_distance=args.max_distance)
+                                   max_distance=args.max_distance, motion=args.motion, animals=args.animals)
         except InvalidInput as exc:
             raise CliError(f"tracker options (--matching, --min-iou, --max-lost-frames, --identity-window, "
-                           f"--max-distance): {exc}") from None
+                           f"--max-distance, --motion, --animals): {exc}") from None
         idnet = None
         if args.simulated_idnet_accuracy:
             try:
@@ -215,6 +226,37 @@ def evaluate_tracker(args: argparse.Namespace) -> int:
         print(f"density maps: {', '.join(str(p) for p in paths)}")
     if args.out:
         write_text_atomic(args.out, json.dumps(report, indent=1))
+    return 0
+
+
+def _evaluate_against_trajectories(args: argparse.Namespace) -> int:
+    """`sipec evaluate tracker --gt trajectories.csv --pred OUT/VIDEO`: a `sipec analyze` result against a peer's
+    trajectories, matched by centre distance."""
+    from services.tracker.trajectories import load_trajectories, score_against_trajectories, tracks_from_results
+    from sipec.cli import CliError
+
+    if not args.pred:
+        raise CliError("--gt trajectories.csv scores a `sipec analyze` result: give it with --pred OUT/VIDEO")
+    try:
+        reference = load_trajectories(args.gt)
+    except ValueError as exc:
+        raise CliError(f"--gt: {exc}") from None
+    try:
+        tracks = tracks_from_results(args.pred)
+    except (ValueError, OSError) as exc:
+        raise CliError(f"--pred: {exc}") from None
+    try:
+        score = score_against_trajectories(reference, tracks, args.max_px)
+    except ValueError as exc:
+        raise CliError(f"--max-px: {exc}") from None
+    print(f"tracks of {args.pred} against the trajectories {args.gt} (a peer's output, not ground truth), matched "
+          f"within {args.max_px:g} px: {score['frames']} frames, {score['animals']} animals")
+    print("| tracks | frames with all animals | IDF1 | ID switches | MOTA | misses | false pos. |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {score['tracks']} | {score['frames_with_all_animals']} | {score['idf1']:.4f} | {score['id_switches']} "
+          f"| {score['mota']:.4f} | {score['misses']} | {score['false_positives']} |")
+    if args.out:
+        Path(args.out).write_text(json.dumps(score, indent=2) + "\n")
     return 0
 
 

@@ -78,19 +78,24 @@ def hungarian_assignment(iou: np.ndarray, min_iou: float) -> list[tuple[int, int
                   if iou[r, c] >= min_iou and iou[r, c] > 0.0)
 
 
-def distance_assignment(dets: Sequence[Detection], refs: Sequence[Detection], max_distance: float
-                        ) -> list[tuple[int, int]]:
-    """Centre-of-mass matching: pairs at most `max_distance` pixels apart, minimum total distance (Hungarian)."""
+def distance_assignment(points: Sequence[tuple[float, float]], refs: Sequence[tuple[float, float]],
+                        gates: float | Sequence[float]) -> list[tuple[int, int]]:
+    """Centre matching: (row, column) pairs of minimum total distance (Hungarian) whose distance is at most the
+    column's gate (one gate for all columns, or one per column; `math.inf`: no gate)."""
     from scipy.optimize import linear_sum_assignment
 
-    if not dets or not refs or max_distance <= 0:
+    if not len(points) or not len(refs):
         return []
-    a = np.array([d.com for d in dets], dtype=np.float64)
-    b = np.array([r.com for r in refs], dtype=np.float64)
+    a = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    b = np.asarray(refs, dtype=np.float64).reshape(-1, 2)
+    gate = np.broadcast_to(np.asarray(gates, dtype=np.float64), (len(b),))
     dist = np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1])
-    big = max_distance * 10 + 1.0
-    rows, cols = linear_sum_assignment(np.where(dist <= max_distance, dist, big))
-    return sorted((int(r), int(c)) for r, c in zip(rows, cols, strict=True) if dist[r, c] <= max_distance)
+    ok = dist <= gate[None, :]
+    if not ok.any():
+        return []
+    big = float(dist[ok].max()) * 10 + 1.0 if np.isfinite(dist[ok]).all() else 1e12
+    rows, cols = linear_sum_assignment(np.where(ok, dist, big))
+    return sorted((int(r), int(c)) for r, c in zip(rows, cols, strict=True) if ok[r, c])
 
 
 def assign(iou: np.ndarray, method: str, min_iou: float, recency: np.ndarray | None = None) -> list[tuple[int, int]]:

@@ -71,18 +71,27 @@ class MotAccumulator:
         self.iou_sum = 0.0
 
     def update(self, gt: Sequence[tuple[Hashable, Detection]], hyp: Sequence[tuple[Hashable, Detection]]) -> None:
-        """One frame: (object id, detection) of the ground truth and of the hypotheses."""
+        """One frame: (object id, detection) of the ground truth and of the hypotheses, matched by IoU."""
+        iou = iou_matrix([d for _, d in gt], [d for _, d in hyp])
+        self._update([g for g, _ in gt], [h for h, _ in hyp], iou, iou >= self.iou_threshold)
+
+    def update_points(self, gt: Sequence[tuple[Hashable, tuple[float, float]]],
+                      hyp: Sequence[tuple[Hashable, tuple[float, float]]], max_distance: float) -> None:
+        """One frame of points (e.g. a peer tracker's trajectories): an object and a hypothesis match when their
+        centres are at most `max_distance` pixels apart; closer is better. MOTP is then the mean of 1 - d/max."""
+        a = np.array([p for _, p in gt], dtype=np.float64).reshape(-1, 2)
+        b = np.array([p for _, p in hyp], dtype=np.float64).reshape(-1, 2)
+        dist = np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1])
+        self._update([g for g, _ in gt], [h for h, _ in hyp], 1.0 - dist / max_distance, dist <= max_distance)
+
+    def _update(self, gt_ids: list[Hashable], hyp_ids: list[Hashable], iou: np.ndarray, valid: np.ndarray) -> None:
         from scipy.optimize import linear_sum_assignment
 
-        gt_ids = [g for g, _ in gt]
-        hyp_ids = [h for h, _ in hyp]
         for what, ids in (("ground-truth", gt_ids), ("hypothesis", hyp_ids)):
             dup = [k for k, n in Counter(ids).items() if n > 1]
             if dup:
                 raise ValueError(f"frame {self.frames}: {what} id(s) {dup} occur more than once")
         self.frames += 1
-        iou = iou_matrix([d for _, d in gt], [d for _, d in hyp])
-        valid = iou >= self.iou_threshold
         self.gt_count.update(gt_ids)
         self.hyp_count.update(hyp_ids)
         for gi, hi in zip(*np.nonzero(valid), strict=True):
@@ -101,9 +110,10 @@ class MotAccumulator:
         rest_g = [gi for gi in range(len(gt_ids)) if gi not in matched]
         rest_h = [j for j in range(len(hyp_ids)) if j not in used_h]
         if rest_g and rest_h:
-            sub = np.where(valid[np.ix_(rest_g, rest_h)], iou[np.ix_(rest_g, rest_h)], 0.0)
+            ok = valid[np.ix_(rest_g, rest_h)]
+            sub = np.where(ok, iou[np.ix_(rest_g, rest_h)] + 1.0, 0.0)   # every valid pair above every invalid one
             for r, c in zip(*linear_sum_assignment(-sub), strict=True):
-                if sub[r, c] >= self.iou_threshold:
+                if ok[r, c]:
                     gi, j = rest_g[r], rest_h[c]
                     if gt_ids[gi] in self.last_match and self.last_match[gt_ids[gi]] != hyp_ids[j]:
                         self.switches += 1

@@ -1,11 +1,21 @@
 """`StreamTracker`: the tracking state of one video, fed one frame at a time.
 
 Per frame: check the frame order and the input; match instances to the tracks seen in the last
-`max_lost_frames + 1` frames (mask IoU with each track's last appearance, greedy or Hungarian; optionally
-then by centre-of-mass distance for what is left); start new tracks for the rest; smooth identity
-probabilities along each track and give each animal in the frame one identity (none used twice); list
-interacting pairs. A frame that fails any check changes nothing (the error is raised before the state is
-touched), so a stream can go on after a bad frame.
+`max_lost_frames + 1` frames, in up to three stages:
+
+1. overlap: mask IoU with each track's last appearance or, with `motion: kalman` (default), box IoU with the
+   last box moved to where the track's Kalman filter predicts the animal (the larger of the two), greedy or
+   Hungarian;
+2. distance: what is left, by the distance from each instance's centre to each left-over track's predicted
+   centre (Hungarian), within `max_distance` pixels, or with `max_distance` 0 and `motion: kalman` within a gate
+   that grows with the animal's size, speed and the frames it has been lost (re-identification within a gap);
+3. known number of animals (`animals: N`): tracks never end, at most N are started, and an instance still left
+   goes to the nearest lost track whatever the distance (fragments stitched); instances beyond N in a frame
+   stay without a track (track id 0).
+
+Then new tracks start for the rest; identity probabilities are smoothed along each track and each animal in the
+frame gets one identity (none used twice); interacting pairs are listed. A frame that fails any check changes
+nothing (the error is raised before the state is touched), so a stream can go on after a bad frame.
 
 The state is bounded: at most `limits.max_tracks` live tracks (a frame that would exceed it raises
 TooLarge, RESOURCE_EXHAUSTED), each with one last appearance and at most `identity_window` probability
@@ -23,8 +33,13 @@ from services.tracker.detections import Detection
 from services.tracker.identity import IdentityAssignment, IdentitySmoother, assign_identities, check_probabilities
 from services.tracker.interactions import InteractionEvent, find_interactions
 from services.tracker.matching import assign, distance_assignment, iou_matrix
+from services.tracker.motion import CentreFilter
 from services.tracker.options import TrackerLimits, TrackerOptions
+from sipec.geometry import box_iou
 from sipec.serving.errors import InvalidInput, TooLarge
+
+GATE_BODY = 1.0            # distance gate (motion: kalman, max_distance 0): this many body sizes, plus ...
+GATE_SIGMAS = 3.0          # ... this many standard deviations of the predicted centre (Kalman covariance)
 
 
 @dataclass
@@ -34,6 +49,18 @@ class Track:
     first_frame: int
     last_frame: int
     hits: int = 1
+    motion: CentreFilter | None = None
+
+    def predicted(self, frame: int) -> tuple[float, float]:
+        return self.motion.predict(frame) if self.motion is not None else self.last.com
+
+    def observe(self, det: Detection, frame: int) -> None:
+        size = det.area ** 0.5
+        if self.motion is None:
+            self.motion = CentreFilter(det.com, frame, size)
+        else:
+            self.motion.update(det.com, frame, size)
+        self.last, self.last_frame = det, frame
 
 
 @dataclass
@@ -65,6 +92,7 @@ class StreamTracker:
         self.last_frame: int | None = None
         self.frame_size: tuple[int, int] | None = None
         self._next_id = 1
+        self.joined = 0      # instances given to a lost track by stage 3 (known number of animals)
 
     # ------------------------------------------------------------------ checks (no state change)
     def _check_frame(self, frame: int, dets: Sequence[Detection]) -> None:
@@ -127,22 +155,42 @@ class StreamTracker:
         det_track = {i: d.preset_track for i, d in enumerate(dets) if d.preset_track}
         if len(set(det_track.values())) != len(det_track):
             raise InvalidInput("instances: the same track_id is preset on two instances of one frame")
-        # tracks still within the look-back (missing for at most max_lost_frames frames)
-        live = {tid: t for tid, t in self.tracks.items() if frame - t.last_frame - 1 <= opts.max_lost_frames}
+        # tracks still within the look-back (missing for at most max_lost_frames frames); all, when the number of
+        # animals is known (an animal does not leave the arena)
+        live = {tid: t for tid, t in self.tracks.items()
+                if opts.animals or frame - t.last_frame - 1 <= opts.max_lost_frames}
         ended = sorted(set(self.tracks) - set(live))
+        kalman = opts.motion == "kalman"
         cand = [t for t in sorted(live) if t not in det_track.values()]
         free = [i for i in range(len(dets)) if i not in det_track]
         iou = iou_matrix([dets[i] for i in free], [live[t].last for t in cand])
+        if kalman and iou.size:   # 1. overlap with the last box moved to the predicted centre
+            moved = [_moved_box(live[t].last, live[t].predicted(frame)) for t in cand]
+            iou = np.maximum(iou, [[box_iou(dets[i].box, b) for b in moved] for i in free])
         recency = np.array([frame - live[t].last_frame for t in cand], dtype=np.float64)
         for r, c in assign(iou, opts.matching, opts.min_iou, recency):
             det_track[free[r]] = cand[c]
-        if opts.max_distance > 0:
+        if opts.max_distance > 0 or kalman:   # 2. distance to the predicted centres of the tracks left over
             rest_d = [i for i in range(len(dets)) if i not in det_track]
-            rest_t = [c for c in range(len(cand)) if cand[c] not in det_track.values()]
-            for r, c in distance_assignment([dets[i] for i in rest_d], [live[cand[c]].last for c in rest_t],
-                                            opts.max_distance):
-                det_track[rest_d[r]] = cand[rest_t[c]]
-        unmatched = [i for i in range(len(dets)) if i not in det_track]
+            rest_t = [t for t in cand if t not in det_track.values()]
+            gates = [opts.max_distance or self._gate(live[t], frame) for t in rest_t]
+            for r, c in distance_assignment([dets[i].com for i in rest_d], [live[t].predicted(frame) for t in rest_t],
+                                            gates):
+                det_track[rest_d[r]] = rest_t[c]
+        untracked: list[int] = []
+        joined = 0
+        if opts.animals:   # 3. at most N tracks; what is left goes to the nearest lost track
+            rest_d = [i for i in range(len(dets)) if i not in det_track]
+            room = max(0, opts.animals - len(self.tracks))
+            rest_d, beyond = rest_d[:room], rest_d[room:]
+            lost = [t for t in sorted(live) if t not in det_track.values()]
+            pairs = distance_assignment([dets[i].com for i in beyond], [live[t].predicted(frame) for t in lost],
+                                        float("inf"))
+            for r, c in pairs:
+                det_track[beyond[r]] = lost[c]
+            joined = len(pairs)
+            untracked = [i for i in beyond if i not in det_track]
+        unmatched = [i for i in range(len(dets)) if i not in det_track and i not in untracked]
         if len(live) + len(unmatched) > self.limits.max_tracks:
             raise TooLarge(f"this frame would need {len(live) + len(unmatched)} live tracks, more than this server's "
                            f"limit max_tracks={self.limits.max_tracks} per stream (tracks end after "
@@ -161,9 +209,11 @@ class StreamTracker:
         for i, tid in det_track.items():
             if tid in self.tracks:
                 t = self.tracks[tid]
-                t.last, t.last_frame, t.hits = dets[i], frame, t.hits + 1
+                t.hits += 1
             else:
-                self.tracks[tid] = Track(tid, dets[i], frame, frame)
+                t = self.tracks[tid] = Track(tid, dets[i], frame, frame)
+            t.observe(dets[i], frame)
+        self.joined += joined
         self.identity_names = names
         self.last_frame = frame
         if self.frame_size is None:
@@ -172,11 +222,20 @@ class StreamTracker:
         assigned = self._identities(frame, det_track, vectors)
         out = []
         for i in range(len(dets)):
-            a = assigned.get(det_track[i])
-            out.append(TrackedDetection(i, det_track[i], names[a.identity] if (a and names) else "",
-                                        a.confidence if a else 0.0))
-        events = find_interactions([(det_track[i], d) for i, d in enumerate(dets)], opts.interaction_dilation)
+            tid = det_track.get(i, 0)
+            a = assigned.get(tid) if tid else None
+            out.append(TrackedDetection(i, tid, names[a.identity] if (a and names) else "", a.confidence if a else 0.0))
+        events = find_interactions([(det_track[i], d) for i, d in enumerate(dets) if i in det_track],
+                                   opts.interaction_dilation)
         return FrameResult(frame, out, events, new_tracks, ended)
+
+    @staticmethod
+    def _gate(track: Track, frame: int) -> float:
+        """How far from its predicted centre a track's animal may be found: a body size plus three standard
+        deviations of the prediction (large while the track's speed is unknown and as frames are lost)."""
+        if track.motion is None:
+            return track.last.area ** 0.5 * GATE_BODY
+        return track.motion.size * GATE_BODY + GATE_SIGMAS * track.motion.position_std(frame)
 
     def _identities(self, frame: int, det_track: dict[int, int],
                     vectors: list[np.ndarray | None]) -> dict[int, IdentityAssignment]:
@@ -192,3 +251,10 @@ class StreamTracker:
     @property
     def live_tracks(self) -> int:
         return len(self.tracks)
+
+
+def _moved_box(det: Detection, centre: tuple[float, float]) -> tuple[float, float, float, float]:
+    """`det`'s box moved so that its centre of mass sits at `centre`."""
+    dx, dy = centre[0] - det.com[0], centre[1] - det.com[1]
+    x1, y1, x2, y2 = det.box
+    return (x1 + dx, y1 + dy, x2 + dx, y2 + dy)

@@ -5,10 +5,12 @@ how far back the tracker's identity smoothing reaches when a pipeline does not s
 from __future__ import annotations
 
 TRACKER_DEFAULTS = {
-    "matching": "greedy",
+    "matching": "hungarian",
     "min_iou": 0.1,
     "max_lost_frames": 30,
     "identity_window": 30,
     "interaction_dilation": 8,
     "max_distance": 0.0,
+    "motion": "kalman",
+    "animals": 0,
 }

@@ -32,9 +32,14 @@ def test_quick_demo_runs_every_module_through_the_services_and_scores_them(tmp_p
     assert scores["tracker"]["gt_tracks"] == 2 and scores["segnet"]["gt_instances"] > 0
     # every module answered for the animals it saw: identities, keypoints and behaviours on the rows
     df = table.to_pandas()
-    assert len(df) > 0 and df["track_id"].gt(0).all()
-    assert df["behaviour"].notna().all() and df["kp_snout_x"].notna().any()
-    # the tracker hands each of the 2 identities to one animal per frame; extra detections stay unnamed
-    per_frame = df.groupby("frame").agg(n=("track_id", "size"), named=("identity", lambda s: s.notna().sum()))
-    assert (per_frame["named"] == per_frame["n"].clip(upper=2)).all()
+    tracked = df[df["track_id"] > 0]
+    assert len(tracked) > 0 and tracked["track_id"].nunique() <= 2          # --animals 2: at most two tracks
+    assert summary["animals"] == 2 and 0 <= summary["frames_with_all_animals"] <= 40
+    # detections beyond the 2 animals of a frame get no track (track id 0)
+    per_frame = df.groupby("frame").agg(n=("track_id", "size"), tracked=("track_id", lambda s: (s > 0).sum()),
+                                        named=("identity", lambda s: s.notna().sum()))
+    assert (per_frame["tracked"] == per_frame["n"].clip(upper=2)).all()
+    assert tracked["behaviour"].notna().all() and df["kp_snout_x"].notna().any()
+    # the tracker hands each of the 2 identities to one tracked animal per frame
+    assert (per_frame["named"] == per_frame["tracked"]).all()
     assert "PredictionService.Predict(posenet" in r.stdout

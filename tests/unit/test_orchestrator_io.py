@@ -102,9 +102,16 @@ def test_config_validation_names_the_key(tmp_path):
                          ({"segnet": {"min_score": "high"}}, "segnet.min_score"),
                          ({"colour": 1}, "unknown key.*colour"),
                          ({"tracker": {"matching": "magic"}}, "greedy or hungarian"),
+                         ({"tracker": {"motion": "lstm"}}, "kalman or none"),
+                         ({"tracker": {"animals": -1}}, "tracker.animals must be >= 0"),
+                         ({"tracker": {"animals": 2.5}}, "tracker.animals: expected int"),
+                         ({"tracker": {"max_distance": "far"}}, "tracker.max_distance"),
                          ({"chunk_frames": 0}, "chunk_frames: must be positive")]:
         with pytest.raises(ConfigError, match=message):
             parse_config(bad, "p.yaml")
+    every = {"matching": "greedy", "min_iou": 0.2, "max_lost_frames": 5, "identity_window": 9,
+             "interaction_dilation": 3, "max_distance": 40.0, "motion": "none", "animals": 8}
+    assert parse_config({"tracker": every}).pipeline_options().tracker == every   # every TrackerOptions field
     path = tmp_path / "p.yaml"
     path.write_text("modules: [segnet\n")
     with pytest.raises(ConfigError, match="p.yaml: not valid YAML"):
@@ -186,3 +193,16 @@ def test_bidi_stream_never_blocks_on_a_dead_call_with_a_full_request_queue():
     t0 = time.monotonic()
     idle.close(wait_s=1)
     assert time.monotonic() - t0 < 5
+
+
+def test_track_summary_counts_gaps_track_lengths_and_frames_with_every_animal():
+    import pyarrow as pa
+
+    from orchestrator.analyze import track_summary
+
+    # track 1 in frames 0-5 but missing in 2 and 3; track 2 in 0-1; an untracked row (0) in frame 4
+    rows = [(0, 1), (1, 1), (4, 1), (5, 1), (0, 2), (1, 2), (4, 0)]
+    table = pa.table({"frame": [f for f, _ in rows], "track_id": [t for _, t in rows]})
+    out = track_summary(table, 6, animals=2)
+    assert out == {"median_track_frames": 3.0, "track_gaps_bridged": 1, "frames_with_all_animals": 2, "animals": 2}
+    assert track_summary(table, 6, animals=0) == {"median_track_frames": 3.0, "track_gaps_bridged": 1}

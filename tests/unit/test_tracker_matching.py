@@ -127,7 +127,7 @@ def test_box_only_instances_are_tracked_by_box_iou():
 
 
 def test_options_are_checked():
-    assert resolve_options().matching == "greedy"
+    assert resolve_options().matching == "hungarian"
     with pytest.raises(InvalidInput, match="options.matching"):
         resolve_options(matching="nearest")
     with pytest.raises(InvalidInput, match="options.max_lost_frames"):
@@ -139,18 +139,22 @@ def test_options_are_checked():
 def test_distance_stage_resumes_an_animal_that_reappears_elsewhere():
     """Hidden for 4 frames, the animal reappears 30 pixels away: no mask overlap with its last appearance."""
     results = {}
-    for max_distance in (0.0, 40.0):
-        tracker = StreamTracker(TrackerOptions(max_lost_frames=10, max_distance=max_distance))
+    for motion, max_distance in (("none", 0.0), ("none", 40.0), ("kalman", 0.0), ("kalman", 20.0)):
+        tracker = StreamTracker(TrackerOptions(max_lost_frames=10, max_distance=max_distance, motion=motion))
         for f in range(3):
             tracker.step(f, dets(rect(40, 20), rect(150, 90)))
         for f in range(3, 7):
             tracker.step(f, dets(rect(150, 90)))
-        results[max_distance] = track_ids(tracker.step(7, dets(rect(70, 20), rect(150, 90))))
+        results[motion, max_distance] = track_ids(tracker.step(7, dets(rect(70, 20), rect(150, 90))))
         # a new animal far from every lost track still gets a new track
         assert track_ids(tracker.step(8, dets(rect(71, 20), rect(150, 90), rect(5, 100))))[2] == max(
-            results[max_distance]) + 1
-    assert results[0.0] == [3, 2]          # IoU only (the paper): a new track
-    assert results[40.0] == [1, 2]         # the second stage finds the lost track 30 pixels away
+            results[motion, max_distance]) + 1
+    assert results["none", 0.0] == [3, 2]       # IoU only (the paper): a new track
+    assert results["none", 40.0] == [1, 2]      # the second stage finds the lost track 30 pixels away
+    # motion: the automatic gate (body size 17 px, the root of the 288-pixel mask; lost 5 frames: 17 x (1 + 4 x 0.25)
+    # = 34 px) finds it too; a
+    # fixed max_distance replaces the automatic gate
+    assert results["kalman", 0.0] == [1, 2] and results["kalman", 20.0] == [3, 2]
     with pytest.raises(InvalidInput, match="options.max_distance"):
         resolve_options(max_distance=-1.0)
 
