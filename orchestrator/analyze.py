@@ -203,7 +203,8 @@ def _tracker_replay(table: Any, before: int) -> list[tuple[int, list[Any]]]:
 
     from sipec.v1 import common_pb2
 
-    table = table.filter(pc.less(table.column("frame"), before))
+    # instances without a track (beyond a known number of animals) never changed the tracker's state
+    table = table.filter(pc.and_(pc.less(table.column("frame"), before), pc.greater(table.column("track_id"), 0)))
     by_frame: dict[int, list[Any]] = {}
     for r in table.select(["frame", "track_id", "score", "x1", "y1", "x2", "y2", "com_x", "com_y", "mask_height",
                            "mask_width", "mask_rle"]).to_pylist():
@@ -232,6 +233,8 @@ def _reports(table: Any, folder: Path, behaviours: list[str], info: Any, config:
     if not table.num_rows:
         return files
     df = table.to_pandas()
+    if df["track_id"].gt(0).any():   # per individual: instances without a track (beyond `animals`) are no one's
+        df = df[df["track_id"] > 0]
     who = np.where(df["identity"].notna(), df["identity"], "track_" + df["track_id"].astype(str))
     df = df.assign(who=who)
     if behaviours and config.outputs.get("ethogram", True):

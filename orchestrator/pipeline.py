@@ -213,7 +213,9 @@ class VideoPipeline:
         window = 0
         if "idnet" in self.m:
             window = int(self.o.tracker.get("identity_window") or TRACKER_DEFAULTS["identity_window"])
-        return max(self.delay, window)
+        # smoothing at the resume point averages IdNet's answers of `window` frames, the first of which needs
+        # crops from up to `delay` frames before it
+        return self.delay + window
 
     # ------------------------------------------------------------------------------------------------
     def run(self, reader: FrameReader, emit: Callable[[FrameState], None],
@@ -324,7 +326,7 @@ class VideoPipeline:
             if resp is None or (resp.HasField("error") and resp.error.code):
                 raise RuntimeError(f"tracker refused the replay of frame {index}: "
                                    f"{resp.error.message if resp is not None else 'stream ended'}")
-            self._prev_tracks = {i.track_id for i in instances}
+            self._prev_tracks = {i.track_id for i in instances if i.track_id}
 
     # ------------------------------------------------------------------------------------------------
     def _process(self, frame: Frame, seg: Any) -> None:
@@ -368,7 +370,7 @@ class VideoPipeline:
                 ox, oy = crop_origin(a.instance.com, size)
                 crops.append(posenet_pb2.PoseCrop(crop=image_to_proto(crop_around(image, a.instance.com, size)),
                                                   origin=common_pb2.Point(x=ox, y=oy), scale=1.0,
-                                                  key=str(a.track_id or a.index)))
+                                                  key=str(a.index)))
             with self._lock:
                 state.pending_pose = True
             self._pose.send(posenet_pb2.PoseRequest(frame=ref, crops=crops))
@@ -435,7 +437,7 @@ class VideoPipeline:
             if state is None:
                 return
             for pose in resp.poses:
-                animal = next((a for a in state.animals if str(a.track_id or a.index) == pose.key), None)
+                animal = next((a for a in state.animals if str(a.index) == pose.key), None)
                 if animal is not None and not (pose.HasField("error") and pose.error.code):
                     animal.keypoints = list(pose.keypoints)
             state.pending_pose = False

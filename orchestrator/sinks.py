@@ -183,7 +183,8 @@ def write_pose_files(table: pa.Table, keypoint_names: list[str], folder: Path, v
                      scorer: str = "sipec") -> list[Path]:
     """DeepLabCut H5 + CSV (analysis layout: x, y, likelihood per individual and bodypart), SLEAP .slp and NWB.
 
-    Individuals are the identities when IdNet ran, else `track_<id>`.
+    Individuals are the identities when IdNet ran, else `track_<id>`; instances without a track (no tracker, or
+    beyond a known number of animals) are `untracked_<k>`, k counting them within their frame.
     """
     import pandas as pd
 
@@ -194,7 +195,9 @@ def write_pose_files(table: pa.Table, keypoint_names: list[str], folder: Path, v
                        *[f"kp_{k}_{c}" for k in keypoint_names for c in ("x", "y", "conf")]]).to_pandas()
     if df.empty:
         return []
-    df["who"] = np.where(df["identity"].notna(), df["identity"], "track_" + df["track_id"].astype(str))
+    untracked = "untracked_" + df.groupby(df["frame"].where(df["track_id"] == 0)).cumcount().astype(str)
+    df["who"] = np.where(df["identity"].notna(), df["identity"],
+                         np.where(df["track_id"] > 0, "track_" + df["track_id"].astype(str), untracked))
     individuals = sorted(df["who"].unique())
     frames = np.arange(int(df["frame"].min()), int(df["frame"].max()) + 1)
     arr = np.full((len(frames), len(individuals), len(keypoint_names), 3), np.nan)

@@ -93,7 +93,8 @@ def distance_assignment(points: Sequence[tuple[float, float]], refs: Sequence[tu
     ok = dist <= gate[None, :]
     if not ok.any():
         return []
-    big = float(dist[ok].max()) * 10 + 1.0 if np.isfinite(dist[ok]).all() else 1e12
+    # a forbidden pair costs more than any set of allowed ones: the most allowed pairs, then the least distance
+    big = 1e6 * (float(dist[ok].max()) + 1.0) * (min(dist.shape) + 1)
     rows, cols = linear_sum_assignment(np.where(ok, dist, big))
     return sorted((int(r), int(c)) for r, c in zip(rows, cols, strict=True) if ok[r, c])
 

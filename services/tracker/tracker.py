@@ -40,6 +40,7 @@ from sipec.serving.errors import InvalidInput, TooLarge
 
 GATE_BODY = 1.0            # distance gate (motion: kalman, max_distance 0): this many body sizes, plus ...
 GATE_SIGMAS = 3.0          # ... this many standard deviations of the predicted centre (Kalman covariance)
+MOVED = 0.1                # body sizes: a track predicted to move further is also matched by its moved box
 
 
 @dataclass
@@ -164,9 +165,13 @@ class StreamTracker:
         cand = [t for t in sorted(live) if t not in det_track.values()]
         free = [i for i in range(len(dets)) if i not in det_track]
         iou = iou_matrix([dets[i] for i in free], [live[t].last for t in cand])
-        if kalman and iou.size:   # 1. overlap with the last box moved to the predicted centre
-            moved = [_moved_box(live[t].last, live[t].predicted(frame)) for t in cand]
-            iou = np.maximum(iou, [[box_iou(dets[i].box, b) for b in moved] for i in free])
+        if kalman and iou.size:   # 1. for a track predicted to have moved: overlap with its box moved there too
+            for c, t in enumerate(cand):
+                track, centre = live[t], live[t].predicted(frame)
+                shift = np.hypot(centre[0] - track.last.com[0], centre[1] - track.last.com[1])
+                if shift > MOVED * track.last.area ** 0.5:   # a still animal is matched by its mask alone
+                    moved = _moved_box(track.last, centre)
+                    iou[:, c] = np.maximum(iou[:, c], [box_iou(dets[i].box, moved) for i in free])
         recency = np.array([frame - live[t].last_frame for t in cand], dtype=np.float64)
         for r, c in assign(iou, opts.matching, opts.min_iou, recency):
             det_track[free[r]] = cand[c]
@@ -181,7 +186,8 @@ class StreamTracker:
         joined = 0
         if opts.animals:   # 3. at most N tracks; what is left goes to the nearest lost track
             rest_d = [i for i in range(len(dets)) if i not in det_track]
-            room = max(0, opts.animals - len(self.tracks))
+            known = set(self.tracks) | set(det_track.values())    # with ids preset in this frame (a replay)
+            room = max(0, opts.animals - len(known))
             rest_d, beyond = rest_d[:room], rest_d[room:]
             lost = [t for t in sorted(live) if t not in det_track.values()]
             pairs = distance_assignment([dets[i].com for i in beyond], [live[t].predicted(frame) for t in lost],

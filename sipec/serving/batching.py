@@ -7,10 +7,10 @@ Which items share a call is decided by arrival in a stream (read-ahead batches),
 near a threshold (a detection score, an argmax, a track match) last-bit differences change the analysis.
 
 `predict_fixed` therefore always calls the model with exactly `batch_size` items: larger inputs are cut into
-calls of `batch_size`, the last call is padded with zeros and the padding's outputs are dropped. With the
-shape fixed, the kernels and their summation order are fixed, and an item's result depends on the item, the
-model and `batch_size` alone (on one machine and software stack; a different CPU, GPU or TensorFlow build can
-differ in the last bits: README, "Same input, same output").
+calls of `batch_size`, the last call is padded with copies of its last item and the padding's outputs are
+dropped. With the shape fixed, the kernels and their summation order are fixed, and an item's result depends on
+the item, the model and `batch_size` alone (on one machine and software stack; a different CPU, GPU or TensorFlow
+build can differ in the last bits: README, "Same input, same output").
 
 Padding costs compute only when a call is not full, i.e. when the module is waiting for work anyway: a module
 that falls behind receives full read-ahead batches. `batch_size` 0 turns padding off (one call per request or
@@ -75,7 +75,8 @@ def predict_fixed(backend: ModelBackend, inputs: dict[str, np.ndarray], batch_si
 
 
 def _padded(chunk: np.ndarray, batch_size: int) -> np.ndarray:
+    """`chunk` filled up to `batch_size` with copies of its last item (a valid input, unlike zeros for a model
+    that divides by an area, say)."""
     if len(chunk) == batch_size:
         return np.ascontiguousarray(chunk)
-    pad = np.zeros((batch_size - len(chunk), *chunk.shape[1:]), dtype=chunk.dtype)
-    return np.concatenate([chunk, pad])
+    return np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - len(chunk), axis=0)])

@@ -107,7 +107,9 @@ def test_the_cause_batch_composition_changes_the_last_bits_of_unpadded_calls(bac
         for sizes in ([1] * 16, [3, 3, 3, 3, 3, 1], [5, 5, 5, 1]):
             parts = _split(backend, inputs, sizes, None)
             differs += [(name, sizes[0]) for k in whole if not np.array_equal(whole[k], parts[k])]
-    assert differs, "unpadded calls of another batch size gave bit-identical outputs on this machine"
+    if not differs:   # the cause depends on the CPU and the TensorFlow build, not on this project's code
+        pytest.skip("this CPU and TensorFlow build give bit-identical outputs at every batch size tried: the "
+                    "difference that fixed-size calls remove does not occur here")
 
 
 @pytest.mark.parametrize("name", ["posenet", "idnet"])

@@ -103,15 +103,21 @@ def test_known_number_of_animals_stitches_fragments_and_never_exceeds_it():
     assert ids(tracker.step(0, dets(blob(20, 40), blob(200, 100)))) == [1, 0]
 
 
-def test_replaying_preset_tracks_restores_the_motion_state_exactly():
-    """A resume replays the written frames with their track ids: the tracks that follow equal an uninterrupted run's."""
-    frames = [[blob(10 + 18 * t, 40), blob(300 - 7 * t, 120)] for t in range(16)]
-    full = StreamTracker()
+@pytest.mark.parametrize("animals", [0, 2])
+def test_replaying_preset_tracks_restores_the_motion_state_exactly(animals):
+    """A resume replays the written frames with their track ids (instances without a track left out, as
+    `sipec analyze` does): the tracks that follow equal an uninterrupted run's, also with a known number of animals
+    and a third, untracked instance in some frames."""
+    frames = [[blob(10 + 18 * t, 40), blob(300 - 7 * t, 120), *([blob(200, 10)] if t % 3 == 0 else [])]
+              for t in range(16)]
+    options = TrackerOptions(animals=animals)
+    full = StreamTracker(options)
     expected = [ids(full.step(t, dets(*m))) for t, m in enumerate(frames)]
-    resumed = StreamTracker()
+    assert (0 in sum(expected, [])) == bool(animals)
+    resumed = StreamTracker(options)
     for t in range(8):
-        resumed.step(t, [dataclasses.replace(d, preset_track=k) for d, k in zip(dets(*frames[t]), expected[t],
-                                                                                   strict=True)])
+        resumed.step(t, [dataclasses.replace(d, preset_track=k)
+                         for d, k in zip(dets(*frames[t]), expected[t], strict=True) if k])
     assert [ids(resumed.step(t, dets(*frames[t]))) for t in range(8, 16)] == expected[8:]
 
 
