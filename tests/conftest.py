@@ -147,6 +147,13 @@ def cpu_burners(request) -> Iterator[int]:
             p.wait()
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every end-to-end test is slow (real processes, trained models, whole pipelines): `make test-fast` skips them."""
+    for item in items:
+        if "/tests/e2e/" in str(item.path).replace("\\", "/"):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_report_header(config):
     n = config.getoption("--stress")
     if n:

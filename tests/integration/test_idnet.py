@@ -21,6 +21,8 @@ TRAIN_ARGS = ["--t", str(T), "--input-size", str(S), "--crop-px", "64", "--epoch
 READY = r"idnet: serving on port (\d+)"
 
 
+pytestmark = pytest.mark.slow   # trains the networks in a fixture (minutes on 2 cores)
+
 def _main(args: list[str]) -> int:
     from sipec.cli import main
 

@@ -22,6 +22,7 @@ def synth_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_writes_metrics_and_predictions(synth_dir, tmp_path):
     import pandas as pd
 
@@ -44,6 +45,7 @@ def test_train_then_evaluate_writes_metrics_and_predictions(synth_dir, tmp_path)
 
 
 
+@pytest.mark.slow
 def test_mask_centred_training_and_nwb_predictions_of_the_last_frames(synth_dir, tmp_path):
     """Crops centred on the masks' centres of mass (the synth folder's COCO segmentation), recorded in the
     metadata and reused by evaluate; the held-out frames are the last ones (15..19), so the NWB written from them

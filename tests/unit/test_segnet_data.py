@@ -220,6 +220,7 @@ def test_cli_errors_name_the_file_or_flag(tmp_path, synth, capsys):
     assert "--folds must be between 2 and the number of images (6)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_folds_and_label_count_ablation_train_and_score_each_split(synth, tmp_path, capsys):
     """`--folds 2` trains a model per fold and scores its held-out images; `--train-sizes 2,4` trains on 2 and 4
     images and scores one common test set; both land in the JSON with the mean and spread of the folds."""
