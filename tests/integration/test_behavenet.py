@@ -29,6 +29,7 @@ TRAIN_ARGS = ["--epochs", "8", "--temporal-epochs", "6", "--input-size", "32", "
 
 pytestmark = pytest.mark.slow   # trains the networks in a fixture (minutes on 2 cores)
 
+
 def _main(args: list[str]) -> int:
     from sipec.cli import main
 

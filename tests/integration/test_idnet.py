@@ -23,6 +23,7 @@ READY = r"idnet: serving on port (\d+)"
 
 pytestmark = pytest.mark.slow   # trains the networks in a fixture (minutes on 2 cores)
 
+
 def _main(args: list[str]) -> int:
     from sipec.cli import main
 
