@@ -137,7 +137,7 @@ def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineCo
         "seconds": round(outcome.seconds, 2), "decode_fps": round(decode_fps, 1), "files": files,
         "error": outcome.error or None, "identities": _counts(brief, "identity"),
         "tracks": int(len(set(brief.column("track_id").to_pylist()) - {0})) if brief.num_rows else 0,
-        **track_summary(brief, outcome.frames, int(config.tracker.get("animals") or 0)),
+        **track_summary(brief, int(config.tracker.get("animals") or 0)),
         "determined_by": determined_by(modules, config),
     }
     if behaviours:
@@ -147,7 +147,7 @@ def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineCo
     return outcome
 
 
-def track_summary(table: Any, frames: int, animals: int) -> dict[str, Any]:
+def track_summary(table: Any, animals: int) -> dict[str, Any]:
     """How whole the tracks are: the median track length in frames, how often a track was taken up again after
     being lost (gaps bridged), and with a known number of animals the frames in which all of them are tracked."""
     out: dict[str, Any] = {"median_track_frames": 0, "track_gaps_bridged": 0}

@@ -3,8 +3,8 @@
 Per frame: check the frame order and the input; match instances to the tracks seen in the last
 `max_lost_frames + 1` frames, in up to three stages:
 
-1. overlap: mask IoU with each track's last appearance or, with `motion: kalman` (default), box IoU with the
-   last box moved to where the track's Kalman filter predicts the animal (the larger of the two), greedy or
+1. overlap: mask IoU with each track's last appearance; with `motion: kalman` (default), for a track predicted
+   to have moved, the larger of that and the box IoU with its last box moved to the predicted centre; greedy or
    Hungarian;
 2. distance: what is left, by the distance from each instance's centre to each left-over track's predicted
    centre (Hungarian), within `max_distance` pixels, or with `max_distance` 0 and `motion: kalman` within a gate
@@ -185,10 +185,9 @@ class StreamTracker:
         untracked: list[int] = []
         joined = 0
         if opts.animals:   # 3. at most N tracks; what is left goes to the nearest lost track
-            rest_d = [i for i in range(len(dets)) if i not in det_track]
             known = set(self.tracks) | set(det_track.values())    # with ids preset in this frame (a replay)
-            room = max(0, opts.animals - len(known))
-            rest_d, beyond = rest_d[:room], rest_d[room:]
+            room = max(0, opts.animals - len(known))                # the first `room` left start new tracks
+            beyond = [i for i in range(len(dets)) if i not in det_track][room:]
             lost = [t for t in sorted(live) if t not in det_track.values()]
             pairs = distance_assignment([dets[i].com for i in beyond], [live[t].predicted(frame) for t in lost],
                                         float("inf"))

@@ -203,6 +203,6 @@ def test_track_summary_counts_gaps_track_lengths_and_frames_with_every_animal():
     # track 1 in frames 0-5 but missing in 2 and 3; track 2 in 0-1; an untracked row (0) in frame 4
     rows = [(0, 1), (1, 1), (4, 1), (5, 1), (0, 2), (1, 2), (4, 0)]
     table = pa.table({"frame": [f for f, _ in rows], "track_id": [t for _, t in rows]})
-    out = track_summary(table, 6, animals=2)
+    out = track_summary(table, animals=2)
     assert out == {"median_track_frames": 3.0, "track_gaps_bridged": 1, "frames_with_all_animals": 2, "animals": 2}
-    assert track_summary(table, 6, animals=0) == {"median_track_frames": 3.0, "track_gaps_bridged": 1}
+    assert track_summary(table, animals=0) == {"median_track_frames": 3.0, "track_gaps_bridged": 1}
