@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import cv2
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -97,9 +98,13 @@ def test_bad_inputs_are_named_and_other_videos_still_run(setup, tmp_path):
     summary = json.loads((tmp_path / "cut-out" / "cut" / "summary.json").read_text())
     assert summary["error"] and "cut.mp4" in summary["error"]
     assert 0 < summary["frames_analysed"] < summary["frames_in_header"]
-    kept = pq.read_table(tmp_path / "cut-out" / "cut" / "results.parquet")
-    frames = set(kept.column("frame").to_pylist())
-    assert kept.num_rows > 0 and frames <= set(range(summary["frames_analysed"]))
+    # the frames before the cut hold what the whole video gives there (the tracker is causal; identity, which
+    # smooths over later frames, is not in this pipeline): the rows depend on the few-step SegNet the fixture
+    # trained, so they are compared with the complete run rather than counted
+    kept = pq.read_table(tmp_path / "cut-out" / "cut" / "results.parquet").drop(["video"])
+    whole = pq.read_table(tmp_path / "out" / "video" / "results.parquet").drop(["video"])
+    before = whole.filter(pc.less(whole.column("frame"), summary["frames_analysed"]))
+    assert kept.equals(before) and summary["rows"] == kept.num_rows
     (tmp_path / "bad.yaml").write_text("modules: [segnet, flownet]\n")
     r = _sipec("analyze", str(d / "synth" / "video.mp4"), "--models", str(d / "models"), "--out",
                str(tmp_path / "o2"), "--config", str(tmp_path / "bad.yaml"), check=False)
