@@ -21,9 +21,9 @@ DATA_HELP = ("labelled sources: `sipec synth` folders, identity CSVs (video, fra
              "and SLEAP folders (clip.slp + clip.mp4; identities from the SLEAP tracks)")
 
 
-def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+def _add_data_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--data", nargs="+", required=True, metavar="PATH", help=DATA_HELP)
+    g.add_argument("--data", nargs="+", required=required, metavar="PATH", help=DATA_HELP)
     g.add_argument("--max-frames", type=int, default=None, help="use at most this many frames of each source")
     g.add_argument("--no-masks", action="store_true",
                    help="ignore masks (synth ground truth, SLEAP DERIVED threshold masks): whole crops")
@@ -40,6 +40,9 @@ def _add_network_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dilation-px", type=int, default=2, help="mask dilation of the centre crop, S-pixels (default 2)")
     g.add_argument("--dilation-step-px", type=int, default=2,
                    help="extra dilation per frame away from the centre, S-pixels (default 2)")
+    g.add_argument("--align", action="store_true",
+                   help="turn each masked crop so the animal's long axis lies horizontal (idtracker.ai does so for "
+                        "animals seen from above); stored in the model, so the service crops alike")
     g.add_argument("--gru-units", type=int, default=64, help="units of each GRU direction (default 64)")
     g.add_argument("--recurrent-epochs", type=int, default=10, help="epochs of the recurrent network (default 10)")
     g.add_argument("--recurrent-batch-size", type=int, default=6, help="recurrent batch size (default 6, paper)")
@@ -56,7 +59,23 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("idnet", help="IdNet: DenseNet per crop, then 3 bidirectional GRUs over 2T+1 crops",
                        description="Train IdNet in SIPEC's two stages (frame network, then the recurrent network on "
                                    "frozen features) and export NAME-frame (T=0) and, for T>0, NAME (recurrent).")
-    _add_data_arguments(p)
+    _add_data_arguments(p, required=False)
+    g = p.add_argument_group("identities without hand labels (instead of --data)")
+    g.add_argument("--from-analysis", metavar="OUT/VIDEO", type=Path,
+                   help="a `sipec analyze` result (segnet + tracker, ideally with --animals N): its tracks are cut "
+                        "into fragments where the animals are apart, labelled from the longest stretch with all N "
+                        "apart, and grown by IdNet's own confident predictions (idtracker.ai's accumulation)")
+    g.add_argument("--animals", type=int, help="how many animals the video shows (needed with --from-analysis)")
+    g.add_argument("--apart-margin", type=float, default=0.1,
+                   help="animals are apart when their boxes, widened by this fraction of their longer side, do "
+                        "not meet (default 0.1)")
+    g.add_argument("--min-fragment-frames", type=int, default=3, help="shortest fragment used (default 3)")
+    g.add_argument("--max-crops-per-fragment", type=int, default=200,
+                   help="most crops of one fragment, a block at its middle (default 200)")
+    g.add_argument("--rounds", type=int, default=4, help="accumulation rounds, each retraining (default 4)")
+    g.add_argument("--min-certainty", type=float, default=0.5,
+                   help="a fragment is labelled when its mean probability of its identity is at least this and "
+                        "its global fragment's assignment holds (default 0.5)")
     add_training_arguments(p, default_model=DEFAULT_MODEL, epochs=10, batch_size=16)
     _add_network_arguments(p)
     p.set_defaults(func=run_train)
@@ -98,7 +117,7 @@ def _settings(args: argparse.Namespace) -> Any:
     from services.idnet.masking import MaskSettings
     from sipec.cli import CliError
 
-    s = MaskSettings(args.input_size, args.crop_px, args.dilation_px, args.dilation_step_px)
+    s = MaskSettings(args.input_size, args.crop_px, args.dilation_px, args.dilation_step_px, int(args.align))
     try:
         s.validate()
     except ValueError as exc:
@@ -155,23 +174,24 @@ def _check_fraction(name: str, value: float) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from services.idnet.data import time_split
     from services.idnet.evaluate import format_scores, identity_scores
-    from services.idnet.export import export_idnet
     from services.idnet.train import fit_idnet, predict_frame, predict_recurrent
+    from sipec.cli import CliError
     from sipec.serving.repository import check_model_name
-    from sipec.training import ensure_keras_home, resolve_weights, seed_everything, training_summary
+    from sipec.training import ensure_keras_home, resolve_weights, seed_everything
 
     ensure_keras_home()
     started = time.time()
     check_model_name(args.model_name)
     _check_fraction("--train-fraction", args.train_fraction)
+    if bool(args.data) == bool(args.from_analysis):
+        raise CliError("give labelled sources with --data, or a tracked video with --from-analysis (not both)")
     weights = resolve_weights(args.weights)
     settings = _settings(args)
+    if args.from_analysis:
+        return _train_from_analysis(args, settings, weights, started)
     data = _load(args, settings)
     cfg = _config(args, len(data.identity_names))
-    if weights == "imagenet" and cfg.backbone != "densenet121":
-        from sipec.cli import CliError
-
-        raise CliError("--weights imagenet needs --backbone densenet121")
+    _check_weights(weights, cfg)
     seed_everything(args.seed)
     held = None
     if args.train_fraction < 1.0:
@@ -190,14 +210,108 @@ def run_train(args: argparse.Namespace) -> int:
                                                           "chance_shuffled_labels", "n")} for k, v in scores.items()}
         for k, v in scores.items():
             print(format_scores(f"idnet held-out (last {1 - args.train_fraction:.0%}) {k}", v), flush=True)
+    _export(args, trained, cfg, data.identity_names, settings, summary_data, started)
+    return 0
+
+
+def _check_weights(weights: Any, cfg: Any) -> None:
+    from sipec.cli import CliError
+
+    if weights == "imagenet" and cfg.backbone != "densenet121":
+        raise CliError("--weights imagenet needs --backbone densenet121")
+
+
+def _export(args: argparse.Namespace, trained: Any, cfg: Any, names: list[str], settings: Any,
+            summary_data: dict[str, Any], started: float) -> None:
+    from services.idnet.export import export_idnet
+    from sipec.training import training_summary
+
     summary = training_summary(args, trained.history, summary_data, started)
-    fm = export_idnet(trained.frame, args.out, args.model_name + FRAME_SUFFIX, trained.frame_config(),
-                      data.identity_names, settings, summary, version=args.version)
+    fm = export_idnet(trained.frame, args.out, args.model_name + FRAME_SUFFIX, trained.frame_config(), names,
+                      settings, summary, version=args.version)
     print(f"idnet: exported frame model {fm.name} version {fm.version} to {fm.path}")
     if cfg.t:
-        rm = export_idnet(trained.recurrent, args.out, args.model_name, cfg, data.identity_names, settings, summary,
+        rm = export_idnet(trained.recurrent, args.out, args.model_name, cfg, names, settings, summary,
                           version=args.version)
         print(f"idnet: exported recurrent model {rm.name} version {rm.version} to {rm.path}")
+
+
+def _train_from_analysis(args: argparse.Namespace, settings: Any, weights: Any, started: float) -> int:
+    """Fragments -> accumulation with the frame network -> IdNet (T as asked) on every labelled fragment."""
+    from dataclasses import asdict, replace
+
+    from services.idnet.from_analysis import (
+        FragmentSettings,
+        explain_no_global,
+        fragments_of,
+        identity_names,
+        label_fragments,
+        load_crops,
+        read_analysis,
+        with_labels,
+    )
+    from services.idnet.train import fit_idnet, predict_frame
+    from sipec.cli import CliError
+    from sipec.training import seed_everything
+
+    if not args.animals or args.animals < 2:
+        raise CliError("--from-analysis needs --animals N (2 or more): how many animals the video shows")
+    if args.train_fraction < 1.0:
+        raise CliError("--train-fraction applies to --data; --from-analysis labels every fragment it can")
+    s = FragmentSettings(args.animals, args.apart_margin, args.min_fragment_frames, args.max_crops_per_fragment,
+                         args.rounds, args.min_certainty)
+    try:
+        video, cols = read_analysis(args.from_analysis)
+    except ValueError as exc:
+        raise CliError(f"--from-analysis: {exc}") from exc
+    frags = fragments_of(cols, s)
+    if not frags.globals:
+        raise CliError(explain_no_global(args.from_analysis, frags, args.animals))
+    g0 = frags.globals[0]
+    print(f"idnet: {len(frags.fragments)} fragments, {len(frags.globals)} global fragments (all {args.animals} "
+          f"apart); the longest: frames {g0.first}-{g0.last}, each animal seen {g0.length(frags.fragments)}+ frames",
+          flush=True)
+    try:
+        data = load_crops(video, cols, frags, settings, s.max_crops)
+    except ValueError as exc:
+        raise CliError(f"--from-analysis {args.from_analysis}: {exc}") from exc
+    cfg = _config(args, args.animals)
+    _check_weights(weights, cfg)
+    frame_cfg = replace(cfg, t=0)
+    params = _params(args)
+    seed_everything(args.seed)
+
+    def fit(d: Any) -> Any:
+        import keras
+
+        keras.backend.clear_session(free_memory=True)
+        return fit_idnet(d, frame_cfg, settings, params, weights=weights)
+
+    acc = label_fragments(data, frags, cols["frame"], s, fit, predict_frame)
+    for r in acc.rounds:
+        print(f"idnet: accumulation round {r['round']}: {r['accepted_globals']} global fragment(s) accepted, "
+              f"{r['labelled_fragments']} fragments ({r['labelled_frames']} animal-frames) labelled", flush=True)
+    labelled = with_labels(data, acc.labels, args.animals)
+    print(f"idnet: {len(labelled)} crops of {args.animals} identities from {len(acc.accepted)} of "
+          f"{len(frags.globals)} global fragments; T={cfg.t}", flush=True)
+    seed_everything(args.seed)
+    import keras
+
+    keras.backend.clear_session(free_memory=True)
+    trained = fit_idnet(labelled, cfg, settings, params, weights=weights)
+    summary_data = {
+        "source": f"sipec analyze result {args.from_analysis} (fragments labelled by accumulation, no hand labels)",
+        "videos": [str(video)], "train_crops": len(labelled), "animals": args.animals,
+        "fragments": len(frags.fragments), "global_fragments": len(frags.globals),
+        "accepted_global_fragments": len(acc.accepted), "labelled_fragments": len(acc.labels),
+        "labelled_animal_frames": acc.frames_labelled(frags), "accumulation": acc.rounds,
+        # [track id, first frame, last frame, identity index] of each labelled fragment: what the labels were
+        "fragment_labels": [[frags.fragments[f].track, int(cols["frame"][frags.fragments[f].rows[0]]),
+                             int(cols["frame"][frags.fragments[f].rows[-1]]), k]
+                            for f, k in sorted(acc.labels.items())],
+        "fragment_settings": asdict(s),
+    }
+    _export(args, trained, cfg, identity_names(args.animals), settings, summary_data, started)
     return 0
 
 

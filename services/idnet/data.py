@@ -81,7 +81,7 @@ class CropSet:
 
 def _with_offset(settings: MaskSettings, offset: int) -> MaskSettings:
     """Settings whose centre dilation equals the dilation at `offset` (one-crop sequences use offset 0)."""
-    return MaskSettings(settings.input_size, settings.crop_px, settings.dilation(offset), 0)
+    return MaskSettings(settings.input_size, settings.crop_px, settings.dilation(offset), 0, settings.align)
 
 
 class _Builder:

@@ -26,6 +26,7 @@ class MaskSettings:
     crop_px: int = 96        # side of the square cut around the animal's centre, in source pixels
     base_px: int = 2         # dilation of the centre crop's mask, in S-pixels
     step_px: int = 2         # extra dilation per frame of distance from the centre
+    align: int = 0           # 1: each masked crop turned so its mask's long axis lies horizontal
 
     def validate(self) -> None:
         if not 16 <= self.input_size <= 1024:
@@ -41,11 +42,11 @@ class MaskSettings:
 
     def to_json(self) -> dict[str, int]:
         return {"input_size": self.input_size, "crop_px": self.crop_px, "base_px": self.base_px,
-                "step_px": self.step_px}
+                "step_px": self.step_px, "align": self.align}
 
     @classmethod
     def from_json(cls, d: dict) -> MaskSettings:
-        return cls(**{k: int(d[k]) for k in ("input_size", "crop_px", "base_px", "step_px") if k in d})
+        return cls(**{k: int(d[k]) for k in ("input_size", "crop_px", "base_px", "step_px", "align") if k in d})
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
@@ -63,12 +64,39 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
+def long_axis_degrees(mask: np.ndarray) -> float | None:
+    """Angle of the mask's long axis from the x axis (image coordinates, y down), from its second moments; None
+    for an empty mask."""
+    m = cv2.moments(mask.astype(np.uint8), binaryImage=True)
+    if m["m00"] <= 0:
+        return None
+    return float(np.degrees(0.5 * np.arctan2(2 * m["mu11"], m["mu20"] - m["mu02"])))
+
+
+def align_crop(crop: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Crop and mask turned about the crop's centre so the mask's long axis lies horizontal (which end points left
+    stays undetermined: a half turn apart)."""
+    angle = long_axis_degrees(mask)
+    if angle is None:
+        return crop, mask
+    h, w = mask.shape
+    m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, 1.0)
+    turned = cv2.warpAffine(crop, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    turned_mask = cv2.warpAffine(mask.astype(np.uint8), m, (w, h), flags=cv2.INTER_NEAREST,
+                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
+    return turned, turned_mask
+
+
 def mask_crop(crop: np.ndarray, mask: np.ndarray | None, offset: int, settings: MaskSettings) -> np.ndarray:
-    """One S x S crop, black outside its mask dilated for `offset`; the crop resized only when no mask."""
+    """One S x S crop, black outside its mask dilated for `offset` (turned first with ``align``); the crop resized
+    only when no mask."""
     crop = resize_image(crop, settings.input_size)
     if mask is None:
         return crop
-    keep = dilate(resize_mask(mask, settings.input_size), settings.dilation(offset))
+    mask = resize_mask(mask, settings.input_size)
+    if settings.align:
+        crop, mask = align_crop(crop, mask)
+    keep = dilate(mask, settings.dilation(offset))
     return np.where(keep[..., None], crop, np.uint8(0))
 
 

@@ -71,9 +71,10 @@ def class_weights(labels: np.ndarray, n: int) -> dict[int, float]:
 
 
 def augmented_batches(x: np.ndarray, y: np.ndarray, weights: dict[int, float], batch_size: int,
-                      seed: int = 0) -> Any:
+                      seed: int = 0, aligned: bool = False) -> Any:
     """A keras PyDataset of (crops, labels, class weights), each crop in a random one of its 8 flips/quarter
-    turns (animals seen from above have no preferred orientation), reshuffled every epoch."""
+    turns (animals seen from above have no preferred orientation), reshuffled every epoch. Crops `aligned` with
+    their long axis horizontal get only the turns that keep it so: none or a half turn, each mirrored or not."""
     import keras
 
     w = np.array([weights[int(v)] for v in y], np.float32)
@@ -91,7 +92,7 @@ def augmented_batches(x: np.ndarray, y: np.ndarray, weights: dict[int, float], b
             rows = self.order[i * batch_size:(i + 1) * batch_size]
             xb = x[rows].copy()
             for n in range(len(xb)):
-                img = np.rot90(xb[n, 0], int(self.rng.integers(4)))
+                img = np.rot90(xb[n, 0], 2 * int(self.rng.integers(2)) if aligned else int(self.rng.integers(4)))
                 xb[n, 0] = img[:, ::-1] if self.rng.integers(2) else img
             return xb, y[rows], w[rows]
 
@@ -128,7 +129,8 @@ def fit_idnet(data: CropSet, config: NetworkConfig, settings: MaskSettings, para
     x = data.masked_at_offset(0, settings)[:, None]
     log.info("idnet: frame network on %d crops, %d identities", len(x), n)
     if params.augment:
-        hist = frame.fit(augmented_batches(x, data.identity, cw, params.batch_size, params.seed), epochs=params.epochs,
+        hist = frame.fit(augmented_batches(x, data.identity, cw, params.batch_size, params.seed,
+                                           aligned=bool(settings.align)), epochs=params.epochs,
                          callbacks=[paper_lr_schedule(params.k)], verbose=params.verbose)
     else:
         hist = frame.fit(x, data.identity, batch_size=params.batch_size, epochs=params.epochs, class_weight=cw,

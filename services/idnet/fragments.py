@@ -1,0 +1,162 @@
+"""Fragments of a tracked video, for labelling identities without hand labels (idtracker.ai's idea).
+
+A tracker keeps an animal's track id reliably while the animal is APART from the others; where animals touch or
+cross, ids may swap. So each track is cut into INDIVIDUAL FRAGMENTS: maximal runs of consecutive frames in which
+the track is present and apart from every other detection (`apart`: widened boxes, then masks). A GLOBAL FRAGMENT
+is a maximal run of consecutive frames in which exactly ``animals`` tracked instances are present and all of them
+apart (a "core"), together with the individual fragments that span it: those fragments are ``animals`` different
+animals, which is what labels them without a human.
+
+`find_fragments` works on plain arrays (one entry per result row), so it serves any tracker's output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Fragment:
+    id: int
+    track: int
+    rows: np.ndarray          # row indices of the input arrays, in frame order
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass(frozen=True)
+class GlobalFragment:
+    first: int                # first and last frame of the core (all animals present and apart)
+    last: int
+    fragments: tuple[int, ...]  # ids of the individual fragments spanning the core, one per animal
+
+    def length(self, fragments: list[Fragment]) -> int:
+        """Frames of its shortest individual fragment (how much each animal is seen, at least)."""
+        return min(len(fragments[f]) for f in self.fragments)
+
+
+@dataclass(frozen=True)
+class Fragments:
+    fragments: list[Fragment]
+    globals: list[GlobalFragment]     # longest first
+    fragment_of_row: np.ndarray       # (rows,) fragment id, -1 where the row is in none (untracked or not apart)
+    most_apart: int                   # most tracked animals apart in one frame
+    longest_core: tuple[int, int]     # (first, last) frame of the longest run with `most_apart` animals apart
+
+
+def apart(frame: np.ndarray, boxes: np.ndarray, margin: float,
+          masks: Callable[[int], np.ndarray | None] | None = None) -> np.ndarray:
+    """(rows,) bool: the row's animal is apart from every other detection of its frame. Boxes widened by `margin`
+    x their longer side that do not meet are apart; when they meet and `masks(row)` gives both full-frame masks,
+    the masks decide: apart unless they come within twice that widening of each other (elongated animals'
+    boxes overlap long before the animals touch)."""
+    frame = np.asarray(frame)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    grown = boxes + np.outer(margin * side, [-1.0, -1.0, 1.0, 1.0])
+    out = np.ones(len(frame), bool)
+    order = np.argsort(frame, kind="stable")
+    starts = np.flatnonzero(np.r_[True, frame[order][1:] != frame[order][:-1]])
+    for a, b in zip(starts, np.r_[starts[1:], len(order)], strict=True):
+        rows = order[a:b]
+        if len(rows) < 2:
+            continue
+        g = grown[rows]
+        meets = ((g[:, None, 0] < g[None, :, 2]) & (g[None, :, 0] < g[:, None, 2])
+                 & (g[:, None, 1] < g[None, :, 3]) & (g[None, :, 1] < g[:, None, 3]))
+        np.fill_diagonal(meets, False)
+        if masks is not None:
+            for i, j in zip(*np.nonzero(np.triu(meets)), strict=True):
+                gap = max(1, int(round(margin * max(side[rows[i]], side[rows[j]]))))
+                if not _masks_meet(masks(int(rows[i])), masks(int(rows[j])), boxes[rows[i]], boxes[rows[j]], gap):
+                    meets[i, j] = meets[j, i] = False
+        out[rows] = ~meets.any(axis=1)
+    return out
+
+
+def _masks_meet(a: np.ndarray | None, b: np.ndarray | None, box_a: np.ndarray, box_b: np.ndarray,
+                gap: int) -> bool:
+    """Whether two full-frame masks come within 2 x `gap` pixels (True when either mask is unknown)."""
+    import cv2
+
+    if a is None or b is None or a.shape != b.shape:
+        return True
+    h, w = a.shape
+    x1 = max(0, int(min(box_a[0], box_b[0])) - 2 * gap)
+    y1 = max(0, int(min(box_a[1], box_b[1])) - 2 * gap)
+    x2 = min(w, int(np.ceil(max(box_a[2], box_b[2]))) + 2 * gap + 1)
+    y2 = min(h, int(np.ceil(max(box_a[3], box_b[3]))) + 2 * gap + 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (4 * gap + 1, 4 * gap + 1))
+    grown = cv2.dilate(a[y1:y2, x1:x2].astype(np.uint8), kernel)
+    return bool(np.any(grown.astype(bool) & b[y1:y2, x1:x2].astype(bool)))
+
+
+def find_fragments(frame: np.ndarray, track: np.ndarray, boxes: np.ndarray, animals: int, margin: float = 0.1,
+                   min_frames: int = 3, masks: Callable[[int], np.ndarray | None] | None = None) -> Fragments:
+    """Individual and global fragments of one video's tracked rows (track 0 = untracked: never in a fragment,
+    but it still keeps the animals it touches from being apart). Individual fragments shorter than `min_frames`
+    are dropped, and with them the globals they span."""
+    if animals < 1:
+        raise ValueError(f"the number of animals must be at least 1, not {animals}")
+    frame = np.asarray(frame, np.int64)
+    track = np.asarray(track, np.int64)
+    ok = apart(frame, boxes, margin, masks) & (track > 0)
+    fragment_of_row = np.full(len(frame), -1, np.int64)
+    fragments: list[Fragment] = []
+    for t in np.unique(track[ok]):
+        rows = np.flatnonzero(ok & (track == t))
+        rows = rows[np.argsort(frame[rows], kind="stable")]
+        breaks = np.flatnonzero(np.diff(frame[rows]) != 1) + 1
+        for run in np.split(rows, breaks):
+            if len(run) >= min_frames:
+                fragment_of_row[run] = len(fragments)
+                fragments.append(Fragment(len(fragments), int(t), run))
+    # cores: frames with exactly `animals` tracked rows, all of them in fragments
+    tracked = track > 0
+    frames = np.unique(frame[tracked]) if tracked.any() else np.zeros(0, np.int64)
+    count = {int(f): 0 for f in frames}
+    good = dict(count)
+    members: dict[int, list[int]] = {int(f): [] for f in frames}
+    apart_count = dict(count)
+    for r in np.flatnonzero(tracked):
+        f = int(frame[r])
+        count[f] += 1
+        apart_count[f] += int(ok[r])
+        if fragment_of_row[r] >= 0:
+            good[f] += 1
+            members[f].append(int(fragment_of_row[r]))
+    globals_: list[GlobalFragment] = []
+    run: list[int] = []
+
+    def close() -> None:
+        if run:
+            globals_.append(GlobalFragment(run[0], run[-1], tuple(sorted(members[run[0]]))))
+            run.clear()
+
+    for f in frames:
+        f = int(f)
+        core = count[f] == animals and good[f] == animals
+        if core and run and (f != run[-1] + 1 or sorted(members[f]) != sorted(members[run[-1]])):
+            close()
+        if core:
+            run.append(f)
+        else:
+            close()
+    close()
+    globals_.sort(key=lambda g: (-g.length(fragments), g.first))
+    most = max(apart_count.values(), default=0)
+    longest, best, start, prev = (0, -1), 0, None, None
+    for f in frames:
+        f = int(f)
+        if apart_count[f] == most and most > 0:
+            start = f if start is None or prev is None or f != prev + 1 else start
+            prev = f
+            if f - start + 1 > best:
+                best, longest = f - start + 1, (start, f)
+        else:
+            start = prev = None
+    return Fragments(fragments, globals_, fragment_of_row, most, longest)
