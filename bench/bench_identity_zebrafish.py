@@ -7,9 +7,10 @@
    accumulation, IdNet trained and exported. No hand labels anywhere.
 3. The identity pass as the pipeline runs it: IdNet (served by LocalBackend, fixed-size calls) on each tracked
    instance's 2T+1 crops along its track, then the tracker again with those probabilities (identity smoothing
-   over `identity_window`, one identity per animal per frame).
-4. Scored against idtracker.ai's trajectories.csv (a peer's output, not ground truth) by centre distance, once by
-   track id (tracking alone) and once by identity.
+   over `identity_window`, one identity per animal per frame), with each `identity_evidence` setting.
+4. The training's fragment labels checked against the reference (does each label stay on one fish?), and the
+   identities scored against idtracker.ai's trajectories.csv (a peer's output, not ground truth) by centre
+   distance, once by track id (tracking alone) and once by identity.
 
     python -m bench.bench_identity_zebrafish [--out DIR] [--t 3] [--epochs 10] [--json FILE]
 """
@@ -99,6 +100,26 @@ def identity_probabilities(repo: Path, video: Path, frames: list[list], tracked:
     return dict(zip(keys, np.concatenate(probs), strict=True)), names
 
 
+def label_purity(reference: dict, frames: list[list], tracked: list[list], meta: dict, max_px: float) -> dict:
+    """How the fragment labels of the training agree with the reference: each label's animal-frames by reference
+    fish (nearest within max_px), and the share that falls on each label's most frequent fish."""
+    from collections import Counter
+
+    centre = {(f, tid): frames[f][i].com for per_frame in tracked for f, i, tid, _ in per_frame if tid}
+    by_label: dict[int, Counter] = {}
+    for track_id, first, last, label in meta["training"]["data"]["fragment_labels"]:
+        for f in range(first, last + 1):
+            c = centre.get((f, track_id))
+            near = [(np.hypot(p[0] - c[0], p[1] - c[1]), fish) for fish, p in reference.get(f, ())] if c else []
+            if near and min(near)[0] <= max_px:
+                by_label.setdefault(label, Counter())[min(near)[1]] += 1
+    total = sum(sum(c.values()) for c in by_label.values())
+    agree = sum(max(c.values()) for c in by_label.values())
+    fish = [c.most_common(1)[0][0] for c in by_label.values()]
+    return {"animal_frames": total, "agreeing": agree / total if total else 0.0,
+            "labels": len(by_label), "distinct_fish": len(set(fish))}
+
+
 def score(reference: dict, frames: list[list], tracked: list[list], by: str, max_px: float) -> dict:
     ids: dict[str, int] = {}
     hyp = {}
@@ -137,18 +158,30 @@ def main(argv: list[str] | None = None) -> int:
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
     train_s = time.perf_counter() - t0
+    meta = json.loads((out / "models" / ("idnet" if args.t else "idnet-frame") / "1" / "assets" / "sipec.json")
+                      .read_text())
+    purity = label_purity(reference, frames, tracked, meta, args.max_px)
+    data = meta["training"]["data"]
+    print(f"fragments {data['fragments']}, global fragments {data['global_fragments']} "
+          f"({data['accepted_global_fragments']} accepted), {data['labelled_fragments']} fragments labelled: "
+          f"{purity['agreeing']:.4f} of {purity['animal_frames']} labelled animal-frames on their label's fish, "
+          f"{purity['labels']} labels on {purity['distinct_fish']} different reference fish", flush=True)
     probs, names = identity_probabilities(out / "models", video, frames, tracked)
-    with_ids = track(frames, {**options, "identity_window": args.identity_window}, probs, names)
-    rows = {"tracks (tracker alone)": score(reference, frames, tracked, "track", args.max_px),
-            "identities (self-trained IdNet)": score(reference, frames, with_ids, "identity", args.max_px)}
+    rows = {"tracks (tracker alone)": score(reference, frames, tracked, "track", args.max_px)}
+    for evidence in ("apart", "restart", "all"):
+        with_ids = track(frames, {**options, "identity_window": args.identity_window,
+                                  "identity_evidence": evidence}, probs, names)
+        rows[f"identities, identity_evidence {evidence}"] = score(reference, frames, with_ids, "identity", args.max_px)
     print(f"training: {train_s / 60:.1f} min")
-    print("| zebrafish A, animals 8 | IDs | frames with all 8 | IDF1 | IDP | IDR | ID switches | MOTA |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| zebrafish A, animals 8 | IDs | frames with all 8 | identity accuracy | IDF1 | IDP | IDR | ID switches "
+          "| MOTA | misses | false pos. |\n|---|---|---|---|---|---|---|---|---|---|---|")
     for k, r in rows.items():
-        print(f"| {k} | {r['tracks']} | {r['frames_with_all_animals']} | {r['idf1']:.3f} | {r['idp']:.3f} "
-              f"| {r['idr']:.3f} | {r['id_switches']} | {r['mota']:.3f} |")
+        print(f"| {k} | {r['tracks']} | {r['frames_with_all_animals']} | {r['identity_accuracy']:.3f} "
+              f"| {r['idf1']:.3f} | {r['idp']:.3f} | {r['idr']:.3f} | {r['id_switches']} | {r['mota']:.3f} "
+              f"| {r['misses']} | {r['false_positives']} |")
     if args.json:
-        args.json.write_text(json.dumps({"train_minutes": train_s / 60, **rows}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"train_minutes": train_s / 60, "labels": purity,
+                                         "accumulation": data["accumulation"], **rows}, indent=2) + "\n")
     return 0
 
 

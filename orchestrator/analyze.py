@@ -235,8 +235,14 @@ def _reports(table: Any, folder: Path, behaviours: list[str], info: Any, config:
     df = table.to_pandas()
     if df["track_id"].gt(0).any():   # per individual: instances without a track (beyond `animals`) are no one's
         df = df[df["track_id"] > 0]
-    who = np.where(df["identity"].notna(), df["identity"], "track_" + df["track_id"].astype(str))
-    df = df.assign(who=who)
+    if df["identity"].notna().any():
+        # per identity: a row IdNet left unnamed (e.g. while its animal touched another) counts for the identity
+        # its track has most often; a track never named is no one's
+        usual = df.dropna(subset=["identity"]).groupby("track_id")["identity"].agg(
+            lambda v: min(v.value_counts().items(), key=lambda kv: (-kv[1], kv[0]))[0])
+        df = df.assign(who=df["identity"].fillna(df["track_id"].map(usual))).dropna(subset=["who"])
+    else:
+        df = df.assign(who="track_" + df["track_id"].astype(str))
     if behaviours and config.outputs.get("ethogram", True):
         from sipec.reports.ethogram import bout_statistics, plot_ethogram, write_bout_statistics_csv
 

@@ -4,7 +4,8 @@
 modules: [segnet, tracker, idnet, posenet, behavenet]   # any subset; segnet is required
 segnet: {min_score: 0.5, max_instances: 16}
 tracker: {matching: greedy, min_iou: 0.1, max_lost_frames: 10, identity_window: 25, interaction_dilation: 5,
-          max_distance: 0, motion: kalman, animals: 0}   # animals: the known number of animals (0: unknown)
+          max_distance: 0, motion: kalman, animals: 0,   # animals: the known number of animals (0: unknown)
+          identity_evidence: apart}   # IdNet answers only from frames where the animal touches no other
 estimate_3d: true            # when the tracker serves a depth model
 outputs: {annotated_video: true, pose: true, ethogram: true, density: true}
 chunk_frames: 200            # rows are checkpointed every this many frames (resume granularity)
@@ -27,7 +28,7 @@ from orchestrator.pipeline import MODULE_ORDER, PipelineOptions
 
 OUTPUTS = ("annotated_video", "pose", "ethogram", "density")
 TRACKER_KEYS = ("matching", "min_iou", "max_lost_frames", "identity_window", "interaction_dilation", "max_distance",
-                "motion", "animals")
+                "motion", "animals", "identity_evidence")
 
 
 class ConfigError(ValueError):
@@ -101,6 +102,9 @@ def parse_config(data: dict[str, Any], source: str = "config") -> PipelineConfig
         raise ConfigError(f"{source}: tracker.matching must be greedy or hungarian, got {trk['matching']!r}")
     if "motion" in trk and trk["motion"] not in ("kalman", "none"):
         raise ConfigError(f"{source}: tracker.motion must be kalman or none, got {trk['motion']!r}")
+    if "identity_evidence" in trk and trk["identity_evidence"] not in ("apart", "restart", "all"):
+        raise ConfigError(f"{source}: tracker.identity_evidence must be apart, restart or all, got "
+                          f"{trk['identity_evidence']!r}")
     for key in ("max_lost_frames", "identity_window", "interaction_dilation", "animals"):
         if key in trk:
             _expect(f"{source}: tracker.{key}", trk[key], int)

@@ -12,7 +12,7 @@ Conventions used across the project:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -129,3 +129,48 @@ def _bytes_rle(rle: dict) -> dict:
     if isinstance(counts, str):
         return {"size": list(rle["size"]), "counts": counts.encode("ascii")}
     return rle
+
+
+def animals_apart(frame: np.ndarray, boxes: np.ndarray, margin: float,
+          masks: Callable[[int], np.ndarray | None] | None = None) -> np.ndarray:
+    """(rows,) bool: the row's animal is apart from every other detection of its frame. Boxes widened by `margin`
+    x their longer side that do not meet are apart; when they meet and `masks(row)` gives both full-frame masks,
+    the masks decide: apart unless they come within twice that widening of each other (elongated animals'
+    boxes overlap long before the animals touch)."""
+    frame = np.asarray(frame)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    grown = boxes + np.outer(margin * side, [-1.0, -1.0, 1.0, 1.0])
+    out = np.ones(len(frame), bool)
+    order = np.argsort(frame, kind="stable")
+    starts = np.flatnonzero(np.r_[True, frame[order][1:] != frame[order][:-1]])
+    for a, b in zip(starts, np.r_[starts[1:], len(order)], strict=True):
+        rows = order[a:b]
+        if len(rows) < 2:
+            continue
+        g = grown[rows]
+        meets = ((g[:, None, 0] < g[None, :, 2]) & (g[None, :, 0] < g[:, None, 2])
+                 & (g[:, None, 1] < g[None, :, 3]) & (g[None, :, 1] < g[:, None, 3]))
+        np.fill_diagonal(meets, False)
+        if masks is not None:
+            for i, j in zip(*np.nonzero(np.triu(meets)), strict=True):
+                gap = max(1, int(round(margin * max(side[rows[i]], side[rows[j]]))))
+                if not _masks_meet(masks(int(rows[i])), masks(int(rows[j])), boxes[rows[i]], boxes[rows[j]], gap):
+                    meets[i, j] = meets[j, i] = False
+        out[rows] = ~meets.any(axis=1)
+    return out
+
+
+def _masks_meet(a: np.ndarray | None, b: np.ndarray | None, box_a: np.ndarray, box_b: np.ndarray,
+                gap: int) -> bool:
+    """Whether two full-frame masks come within 2 x `gap` pixels (True when either mask is unknown)."""
+    if a is None or b is None or a.shape != b.shape:
+        return True
+    h, w = a.shape
+    x1 = max(0, int(min(box_a[0], box_b[0])) - 2 * gap)
+    y1 = max(0, int(min(box_a[1], box_b[1])) - 2 * gap)
+    x2 = min(w, int(np.ceil(max(box_a[2], box_b[2]))) + 2 * gap + 1)
+    y2 = min(h, int(np.ceil(max(box_a[3], box_b[3]))) + 2 * gap + 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (4 * gap + 1, 4 * gap + 1))
+    grown = cv2.dilate(a[y1:y2, x1:x2].astype(np.uint8), kernel)
+    return bool(np.any(grown.astype(bool) & b[y1:y2, x1:x2].astype(bool)))

@@ -36,17 +36,24 @@ def _add_network_arguments(p: argparse.ArgumentParser) -> None:
                         "blocks (2,3,4), growth 16 (CPU). Default densenet-small")
     g.add_argument("--t", type=int, default=3, help="temporal context: 2T+1 crops; 0 = frame network only (default 3)")
     g.add_argument("--input-size", type=int, default=64, help="network input side S in pixels (default 64)")
-    g.add_argument("--crop-px", type=int, default=96, help="crop side in source pixels around the animal (default 96)")
+    g.add_argument("--crop-px", type=int, default=None,
+                   help="crop side in source pixels around the animal (default 96; with --from-analysis 1.1 x the "
+                        "animals' median box side, so the crop fits the animals of that video)")
     g.add_argument("--dilation-px", type=int, default=2, help="mask dilation of the centre crop, S-pixels (default 2)")
     g.add_argument("--dilation-step-px", type=int, default=2,
                    help="extra dilation per frame away from the centre, S-pixels (default 2)")
-    g.add_argument("--align", action="store_true",
+    g.add_argument("--align", action=argparse.BooleanOptionalAction, default=None,
                    help="turn each masked crop so the animal's long axis lies horizontal (idtracker.ai does so for "
-                        "animals seen from above); stored in the model, so the service crops alike")
+                        "animals seen from above); stored in the model, so the service crops alike (default: off "
+                        "with --data, on with --from-analysis)")
     g.add_argument("--gru-units", type=int, default=64, help="units of each GRU direction (default 64)")
     g.add_argument("--recurrent-epochs", type=int, default=10, help="epochs of the recurrent network (default 10)")
     g.add_argument("--recurrent-batch-size", type=int, default=6, help="recurrent batch size (default 6, paper)")
-    g.add_argument("--lr", type=float, default=2.5e-4, help="frame network learning rate (default 2.5e-4, paper)")
+    g.add_argument("--lr", type=float, default=None,
+                   help="frame network learning rate (default 2.5e-4, the paper's; 1e-3 with --from-analysis)")
+    g.add_argument("--lr-decay", type=float, default=None, metavar="K",
+                   help="the paper's schedule lr_{E+1} = lr_E / K^E (default 1.5, the paper's; 1 = constant, the "
+                        "default with --from-analysis, where the network learns from scratch on few crops)")
     g.add_argument("--recurrent-lr", type=float, default=5e-5, help="recurrent learning rate (default 5e-5, paper)")
     g.add_argument("--train-fraction", type=float, default=1.0,
                    help="train on the first fraction of each video's frames; the rest is held out and scored "
@@ -117,7 +124,8 @@ def _settings(args: argparse.Namespace) -> Any:
     from services.idnet.masking import MaskSettings
     from sipec.cli import CliError
 
-    s = MaskSettings(args.input_size, args.crop_px, args.dilation_px, args.dilation_step_px, int(args.align))
+    align = args.align if args.align is not None else bool(getattr(args, "from_analysis", None))
+    s = MaskSettings(args.input_size, args.crop_px or 96, args.dilation_px, args.dilation_step_px, int(align))
     try:
         s.validate()
     except ValueError as exc:
@@ -146,7 +154,10 @@ def _load(args: argparse.Namespace, settings: Any) -> Any:
 def _params(args: argparse.Namespace) -> Any:
     from services.idnet.train import TrainParams
 
-    return TrainParams(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    scratch = bool(getattr(args, "from_analysis", None))
+    lr = args.lr if args.lr is not None else (1e-3 if scratch else 2.5e-4)
+    k = args.lr_decay if args.lr_decay is not None else (1.0 if scratch else 1.5)
+    return TrainParams(epochs=args.epochs, batch_size=args.batch_size, lr=lr, k=k,
                        recurrent_epochs=args.recurrent_epochs, recurrent_batch_size=args.recurrent_batch_size,
                        recurrent_lr=args.recurrent_lr)
 
@@ -242,6 +253,7 @@ def _train_from_analysis(args: argparse.Namespace, settings: Any, weights: Any, 
 
     from services.idnet.from_analysis import (
         FragmentSettings,
+        crop_px_for,
         explain_no_global,
         fragments_of,
         identity_names,
@@ -264,13 +276,15 @@ def _train_from_analysis(args: argparse.Namespace, settings: Any, weights: Any, 
         video, cols = read_analysis(args.from_analysis)
     except ValueError as exc:
         raise CliError(f"--from-analysis: {exc}") from exc
+    if args.crop_px is None:
+        settings = replace(settings, crop_px=crop_px_for(cols))
     frags = fragments_of(cols, s)
     if not frags.globals:
         raise CliError(explain_no_global(args.from_analysis, frags, args.animals))
     g0 = frags.globals[0]
     print(f"idnet: {len(frags.fragments)} fragments, {len(frags.globals)} global fragments (all {args.animals} "
-          f"apart); the longest: frames {g0.first}-{g0.last}, each animal seen {g0.length(frags.fragments)}+ frames",
-          flush=True)
+          f"apart); the longest: frames {g0.first}-{g0.last}, each animal seen {g0.length(frags.fragments)}+ frames; "
+          f"crops of {settings.crop_px} px{', aligned' if settings.align else ''}", flush=True)
     try:
         data = load_crops(video, cols, frags, settings, s.max_crops)
     except ValueError as exc:
@@ -279,13 +293,14 @@ def _train_from_analysis(args: argparse.Namespace, settings: Any, weights: Any, 
     _check_weights(weights, cfg)
     frame_cfg = replace(cfg, t=0)
     params = _params(args)
+    more = replace(params, epochs=max(1, params.epochs // 2))   # each later round goes on from the last network
     seed_everything(args.seed)
+    last: dict[str, Any] = {}
 
     def fit(d: Any) -> Any:
-        import keras
-
-        keras.backend.clear_session(free_memory=True)
-        return fit_idnet(d, frame_cfg, settings, params, weights=weights)
+        last["net"] = fit_idnet(d, frame_cfg, settings, more if last else params, weights=weights,
+                                init=last.get("net"))
+        return last["net"]
 
     acc = label_fragments(data, frags, cols["frame"], s, fit, predict_frame)
     for r in acc.rounds:
@@ -294,11 +309,7 @@ def _train_from_analysis(args: argparse.Namespace, settings: Any, weights: Any, 
     labelled = with_labels(data, acc.labels, args.animals)
     print(f"idnet: {len(labelled)} crops of {args.animals} identities from {len(acc.accepted)} of "
           f"{len(frags.globals)} global fragments; T={cfg.t}", flush=True)
-    seed_everything(args.seed)
-    import keras
-
-    keras.backend.clear_session(free_memory=True)
-    trained = fit_idnet(labelled, cfg, settings, params, weights=weights)
+    trained = fit_idnet(labelled, cfg, settings, more if last else params, weights=weights, init=last.get("net"))
     summary_data = {
         "source": f"sipec analyze result {args.from_analysis} (fragments labelled by accumulation, no hand labels)",
         "videos": [str(video)], "train_crops": len(labelled), "animals": args.animals,

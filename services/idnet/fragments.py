@@ -2,10 +2,10 @@
 
 A tracker keeps an animal's track id reliably while the animal is APART from the others; where animals touch or
 cross, ids may swap. So each track is cut into INDIVIDUAL FRAGMENTS: maximal runs of consecutive frames in which
-the track is present and apart from every other detection (`apart`: widened boxes, then masks). A GLOBAL FRAGMENT
-is a maximal run of consecutive frames in which exactly ``animals`` tracked instances are present and all of them
-apart (a "core"), together with the individual fragments that span it: those fragments are ``animals`` different
-animals, which is what labels them without a human.
+the track is present and apart from every other detection (`sipec.geometry.animals_apart`: widened boxes, then
+masks). A GLOBAL FRAGMENT is a maximal run of consecutive frames in which exactly ``animals`` tracked instances are
+present and all of them apart (a "core"), together with the individual fragments that span it: those fragments are
+``animals`` different animals, which is what labels them without a human.
 
 `find_fragments` works on plain arrays (one entry per result row), so it serves any tracker's output.
 """
@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from sipec.geometry import animals_apart
 
 
 @dataclass(frozen=True)
@@ -48,53 +50,6 @@ class Fragments:
     longest_core: tuple[int, int]     # (first, last) frame of the longest run with `most_apart` animals apart
 
 
-def apart(frame: np.ndarray, boxes: np.ndarray, margin: float,
-          masks: Callable[[int], np.ndarray | None] | None = None) -> np.ndarray:
-    """(rows,) bool: the row's animal is apart from every other detection of its frame. Boxes widened by `margin`
-    x their longer side that do not meet are apart; when they meet and `masks(row)` gives both full-frame masks,
-    the masks decide: apart unless they come within twice that widening of each other (elongated animals'
-    boxes overlap long before the animals touch)."""
-    frame = np.asarray(frame)
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-    grown = boxes + np.outer(margin * side, [-1.0, -1.0, 1.0, 1.0])
-    out = np.ones(len(frame), bool)
-    order = np.argsort(frame, kind="stable")
-    starts = np.flatnonzero(np.r_[True, frame[order][1:] != frame[order][:-1]])
-    for a, b in zip(starts, np.r_[starts[1:], len(order)], strict=True):
-        rows = order[a:b]
-        if len(rows) < 2:
-            continue
-        g = grown[rows]
-        meets = ((g[:, None, 0] < g[None, :, 2]) & (g[None, :, 0] < g[:, None, 2])
-                 & (g[:, None, 1] < g[None, :, 3]) & (g[None, :, 1] < g[:, None, 3]))
-        np.fill_diagonal(meets, False)
-        if masks is not None:
-            for i, j in zip(*np.nonzero(np.triu(meets)), strict=True):
-                gap = max(1, int(round(margin * max(side[rows[i]], side[rows[j]]))))
-                if not _masks_meet(masks(int(rows[i])), masks(int(rows[j])), boxes[rows[i]], boxes[rows[j]], gap):
-                    meets[i, j] = meets[j, i] = False
-        out[rows] = ~meets.any(axis=1)
-    return out
-
-
-def _masks_meet(a: np.ndarray | None, b: np.ndarray | None, box_a: np.ndarray, box_b: np.ndarray,
-                gap: int) -> bool:
-    """Whether two full-frame masks come within 2 x `gap` pixels (True when either mask is unknown)."""
-    import cv2
-
-    if a is None or b is None or a.shape != b.shape:
-        return True
-    h, w = a.shape
-    x1 = max(0, int(min(box_a[0], box_b[0])) - 2 * gap)
-    y1 = max(0, int(min(box_a[1], box_b[1])) - 2 * gap)
-    x2 = min(w, int(np.ceil(max(box_a[2], box_b[2]))) + 2 * gap + 1)
-    y2 = min(h, int(np.ceil(max(box_a[3], box_b[3]))) + 2 * gap + 1)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (4 * gap + 1, 4 * gap + 1))
-    grown = cv2.dilate(a[y1:y2, x1:x2].astype(np.uint8), kernel)
-    return bool(np.any(grown.astype(bool) & b[y1:y2, x1:x2].astype(bool)))
-
-
 def find_fragments(frame: np.ndarray, track: np.ndarray, boxes: np.ndarray, animals: int, margin: float = 0.1,
                    min_frames: int = 3, masks: Callable[[int], np.ndarray | None] | None = None) -> Fragments:
     """Individual and global fragments of one video's tracked rows (track 0 = untracked: never in a fragment,
@@ -104,7 +59,7 @@ def find_fragments(frame: np.ndarray, track: np.ndarray, boxes: np.ndarray, anim
         raise ValueError(f"the number of animals must be at least 1, not {animals}")
     frame = np.asarray(frame, np.int64)
     track = np.asarray(track, np.int64)
-    ok = apart(frame, boxes, margin, masks) & (track > 0)
+    ok = animals_apart(frame, boxes, margin, masks) & (track > 0)
     fragment_of_row = np.full(len(frame), -1, np.int64)
     fragments: list[Fragment] = []
     for t in np.unique(track[ok]):

@@ -64,6 +64,16 @@ def read_analysis(folder: str | Path) -> tuple[Path, dict[str, np.ndarray]]:
     return video, cols
 
 
+def crop_px_for(cols: dict[str, np.ndarray]) -> int:
+    """A crop side that holds the video's animals: 1.1 x the median longer box side of the tracked rows, rounded up
+    to a multiple of 8 (at least 16)."""
+    tracked = cols["track_id"] > 0
+    side = np.maximum(cols["x2"] - cols["x1"], cols["y2"] - cols["y1"])[tracked]
+    if not len(side):
+        return 96
+    return max(16, int(np.ceil(1.1 * float(np.median(side)) / 8.0) * 8))
+
+
 def mask_of(cols: dict[str, np.ndarray], row: int) -> np.ndarray | None:
     """The full-frame mask of a result row (None without one)."""
     if not cols["mask_rle"][row]:

@@ -115,15 +115,20 @@ def sequence_features(features: Any, data: CropSet, t: int, settings: MaskSettin
 
 
 def fit_idnet(data: CropSet, config: NetworkConfig, settings: MaskSettings, params: TrainParams,
-              weights: str | None = None) -> TrainedIdNet:
-    """Train the frame network, then (T > 0) the recurrent network on its frozen features."""
+              weights: str | None = None, init: TrainedIdNet | None = None) -> TrainedIdNet:
+    """Train the frame network (from `init`'s when given: training goes on), then (T > 0) the recurrent network on
+    its frozen features."""
     import keras
 
     from sipec.training import paper_lr_schedule
 
     n = len(data.identity_names)
     cw = class_weights(data.identity, n)
-    frame, features = build_frame_network(config, weights=weights)
+    if init is not None:
+        frame, features = init.frame, init.features
+        features.trainable = True
+    else:
+        frame, features = build_frame_network(config, weights=weights)
     frame.compile(optimizer=keras.optimizers.Adam(params.lr), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     x = data.masked_at_offset(0, settings)[:, None]

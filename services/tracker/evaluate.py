@@ -104,7 +104,7 @@ def _predict_with_saved_model(repo: str, name: str, area_uv: np.ndarray) -> tupl
 
 
 def add_tracker_evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    from services.tracker.options import MATCHING_METHODS, MOTION_MODELS, TrackerOptions
+    from services.tracker.options import IDENTITY_EVIDENCE, MATCHING_METHODS, MOTION_MODELS, TrackerOptions
 
     d = TrackerOptions()
     p.add_argument("--gt", required=True, metavar="PATH",
@@ -130,6 +130,10 @@ def add_tracker_evaluate_arguments(p: argparse.ArgumentParser) -> None:
                         f"(default {d.motion})")
     g.add_argument("--animals", type=int, default=d.animals,
                    help="the known number of animals: at most this many tracks (default 0: unknown)")
+    g.add_argument("--identity-evidence", choices=IDENTITY_EVIDENCE, default=d.identity_evidence,
+                   help="which frames' IdNet answers count for a track's identity: restart (every frame, afresh after "
+                        "each contact with another animal), apart (frames apart only), all (the paper) "
+                        f"(default {d.identity_evidence})")
     g.add_argument("--simulated-idnet-accuracy", type=float, default=0.0, metavar="P",
                    help="feed SIMULATED IdNet probabilities (the true identity, wrong in bursts, at per-frame "
                         "accuracy P); 0 = no identities (default)")
@@ -192,10 +196,11 @@ def evaluate_tracker(args: argparse.Namespace) -> int:
     else:
         try:
             opts = resolve_options(args.matching, args.min_iou, args.max_lost_frames, args.identity_window,
-                                   max_distance=args.max_distance, motion=args.motion, animals=args.animals)
+                                   max_distance=args.max_distance, motion=args.motion, animals=args.animals,
+                                   identity_evidence=args.identity_evidence)
         except InvalidInput as exc:
             raise CliError(f"tracker options (--matching, --min-iou, --max-lost-frames, --identity-window, "
-                           f"--max-distance, --motion, --animals): {exc}") from None
+                           f"--max-distance, --motion, --animals, --identity-evidence): {exc}") from None
         idnet = None
         if args.simulated_idnet_accuracy:
             try:
@@ -232,7 +237,12 @@ def evaluate_tracker(args: argparse.Namespace) -> int:
 def _evaluate_against_trajectories(args: argparse.Namespace) -> int:
     """`sipec evaluate tracker --gt trajectories.csv --pred OUT/VIDEO`: a `sipec analyze` result against a peer's
     trajectories, matched by centre distance."""
-    from services.tracker.trajectories import load_trajectories, score_against_trajectories, tracks_from_results
+    from services.tracker.trajectories import (
+        has_identities,
+        load_trajectories,
+        score_against_trajectories,
+        tracks_from_results,
+    )
     from sipec.cli import CliError
 
     if not args.pred:
@@ -241,22 +251,25 @@ def _evaluate_against_trajectories(args: argparse.Namespace) -> int:
         reference = load_trajectories(args.gt)
     except ValueError as exc:
         raise CliError(f"--gt: {exc}") from None
+    if not args.max_px > 0:
+        raise CliError(f"--max-px: the matching distance must be > 0 pixels, not {args.max_px}")
+    scores = {}
     try:
-        tracks = tracks_from_results(args.pred)
+        for by in ("track", "identity") if has_identities(args.pred) else ("track",):
+            scores[by] = score_against_trajectories(reference, tracks_from_results(args.pred, by), args.max_px)
     except (ValueError, OSError) as exc:
         raise CliError(f"--pred: {exc}") from None
-    try:
-        score = score_against_trajectories(reference, tracks, args.max_px)
-    except ValueError as exc:
-        raise CliError(f"--max-px: {exc}") from None
-    print(f"tracks of {args.pred} against the trajectories {args.gt} (a peer's output, not ground truth), matched "
-          f"within {args.max_px:g} px: {score['frames']} frames, {score['animals']} animals")
-    print("| tracks | frames with all animals | IDF1 | ID switches | MOTA | misses | false pos. |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| {score['tracks']} | {score['frames_with_all_animals']} | {score['idf1']:.4f} | {score['id_switches']} "
-          f"| {score['mota']:.4f} | {score['misses']} | {score['false_positives']} |")
+    first = scores["track"]
+    print(f"{args.pred} against the trajectories {args.gt} (a peer's output, not ground truth), matched within "
+          f"{args.max_px:g} px: {first['frames']} frames, {first['animals']} animals")
+    print("| by | ids | frames with all animals | identity accuracy | IDF1 | ID switches | MOTA | misses "
+          "| false pos. |\n|---|---|---|---|---|---|---|---|---|")
+    for by, score in scores.items():
+        print(f"| {by} | {score['tracks']} | {score['frames_with_all_animals']} | {score['identity_accuracy']:.4f} "
+              f"| {score['idf1']:.4f} | {score['id_switches']} | {score['mota']:.4f} | {score['misses']} "
+              f"| {score['false_positives']} |")
     if args.out:
-        Path(args.out).write_text(json.dumps(score, indent=2) + "\n")
+        Path(args.out).write_text(json.dumps(scores if len(scores) > 1 else first, indent=2) + "\n")
     return 0
 
 

@@ -9,6 +9,7 @@ from sipec.serving.errors import InvalidInput
 
 MATCHING_METHODS: tuple[str, ...] = ("greedy", "hungarian")
 MOTION_MODELS: tuple[str, ...] = ("kalman", "none")
+IDENTITY_EVIDENCE: tuple[str, ...] = ("apart", "restart", "all")
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,11 @@ class TrackerOptions:
     - motion: "kalman" (a constant-velocity Kalman filter on each track's centre: overlap with the last box
       moved to the predicted centre, distance to the predicted centre) or "none" (the last appearance);
     - animals: the known number of animals, 0 if unknown: tracks never end, at most this many start, and an
-      instance left over goes to the nearest lost track (fragments stitched); extra instances get no track.
+      instance left over goes to the nearest lost track (fragments stitched); extra instances get no track;
+    - identity_evidence: "apart" (default): a track's IdNet answers count only from frames where its animal is apart
+      from every other detection (boxes widened by a tenth, then masks), and start afresh when it comes out of a
+      contact -- where two animals touch, a track may have swapped animals, and the crops mix both; "all": every
+      frame of the last `identity_window` (the paper's smoothing); "restart": every frame, afresh after each contact.
     """
 
     matching: str = TRACKER_DEFAULTS["matching"]
@@ -40,6 +45,7 @@ class TrackerOptions:
     max_distance: float = TRACKER_DEFAULTS["max_distance"]
     motion: str = TRACKER_DEFAULTS["motion"]
     animals: int = TRACKER_DEFAULTS["animals"]
+    identity_evidence: str = TRACKER_DEFAULTS["identity_evidence"]
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,8 @@ class TrackerLimits:
 
 def resolve_options(matching: str = "", min_iou: float = 0.0, max_lost_frames: int = 0, identity_window: int = 0,
                     interaction_dilation: int = 0, max_distance: float = 0.0, limits: TrackerLimits | None = None,
-                    field: str = "options", motion: str = "", animals: int = 0) -> TrackerOptions:
+                    field: str = "options", motion: str = "", animals: int = 0,
+                    identity_evidence: str = "") -> TrackerOptions:
     """Options from TrackerOptions-style values (0 / "" = default), checked against `limits`.
 
     Raises InvalidInput naming the field (e.g. ``options.matching``) and what is allowed.
@@ -86,6 +93,10 @@ def resolve_options(matching: str = "", min_iou: float = 0.0, max_lost_frames: i
     if motion not in MOTION_MODELS:
         raise InvalidInput(f"{field}.motion must be one of {', '.join(MOTION_MODELS)} (or empty for "
                            f"{default.motion}), not {motion[:100]!r}")
+    evidence = identity_evidence.strip().lower() or default.identity_evidence
+    if evidence not in IDENTITY_EVIDENCE:
+        raise InvalidInput(f"{field}.identity_evidence must be one of {', '.join(IDENTITY_EVIDENCE)} (or empty for "
+                           f"{default.identity_evidence}), not {evidence[:100]!r}")
     if not (0 <= animals <= min(limits.max_animals, limits.max_tracks)):
         raise InvalidInput(f"{field}.animals must be 0 (unknown) to {min(limits.max_animals, limits.max_tracks)} "
                            f"(this server's limit), not {animals}")
@@ -96,11 +107,12 @@ def resolve_options(matching: str = "", min_iou: float = 0.0, max_lost_frames: i
                           max_lost_frames=max_lost_frames or default.max_lost_frames,
                           identity_window=identity_window or default.identity_window,
                           interaction_dilation=interaction_dilation or default.interaction_dilation,
-                          max_distance=float(max_distance), motion=motion, animals=int(animals))
+                          max_distance=float(max_distance), motion=motion, animals=int(animals),
+                          identity_evidence=evidence)
 
 
 def options_from_proto(msg, limits: TrackerLimits | None = None) -> TrackerOptions:
     """TrackerOptions from the ``sipec.v1.TrackerOptions`` message of a stream's first request."""
     return resolve_options(msg.matching, float(msg.min_iou), int(msg.max_lost_frames), int(msg.identity_window),
                            int(msg.interaction_dilation), float(msg.max_distance), limits, motion=msg.motion,
-                           animals=int(msg.animals))
+                           animals=int(msg.animals), identity_evidence=msg.identity_evidence)

@@ -35,11 +35,12 @@ from services.tracker.interactions import InteractionEvent, find_interactions
 from services.tracker.matching import assign, distance_assignment, iou_matrix
 from services.tracker.motion import CentreFilter
 from services.tracker.options import TrackerLimits, TrackerOptions
-from sipec.geometry import box_iou
+from sipec.geometry import animals_apart, box_iou, decode_rle
 from sipec.serving.errors import InvalidInput, TooLarge
 
 GATE_BODY = 1.0            # distance gate (motion: kalman, max_distance 0): this many body sizes, plus ...
 GATE_SIGMAS = 3.0          # ... this many standard deviations of the predicted centre (Kalman covariance)
+APART_MARGIN = 0.1         # identity_evidence "apart": boxes widened by this x their longer side, then masks, meet
 MOVED = 0.1                # body sizes: a track predicted to move further is also matched by its moved box
 
 
@@ -51,6 +52,7 @@ class Track:
     last_frame: int
     hits: int = 1
     motion: CentreFilter | None = None
+    touching: bool = False         # in contact with another detection in its last frame
 
     def predicted(self, frame: int) -> tuple[float, float]:
         return self.motion.predict(frame) if self.motion is not None else self.last.com
@@ -224,7 +226,7 @@ class StreamTracker:
         if self.frame_size is None:
             self.frame_size = next((d.frame_size for d in dets if d.frame_size is not None), None)
 
-        assigned = self._identities(frame, det_track, vectors)
+        assigned = self._identities(frame, dets, det_track, vectors)
         out = []
         for i in range(len(dets)):
             tid = det_track.get(i, 0)
@@ -242,10 +244,23 @@ class StreamTracker:
             return track.last.area ** 0.5 * GATE_BODY
         return track.motion.size * GATE_BODY + GATE_SIGMAS * track.motion.position_std(frame)
 
-    def _identities(self, frame: int, det_track: dict[int, int],
+    def _identities(self, frame: int, dets: Sequence[Detection], det_track: dict[int, int],
                     vectors: list[np.ndarray | None]) -> dict[int, IdentityAssignment]:
         smoothed = {}
+        apart = None
+        if self.options.identity_evidence != "all" and any(v is not None for v in vectors):
+            apart = animals_apart(np.zeros(len(dets), np.int64), np.array([d.box for d in dets], np.float64),
+                                  APART_MARGIN, lambda i: decode_rle(dets[i].rle) if dets[i].rle else None)
         for i, tid in det_track.items():
+            if apart is not None:   # evidence afresh after each contact ("apart": from frames apart only)
+                track = self.tracks[tid]
+                if not apart[i]:
+                    track.touching = True
+                    if self.options.identity_evidence == "apart":
+                        vectors[i] = None
+                elif track.touching:
+                    track.touching = False
+                    self.smoother.drop(tid)
             if vectors[i] is not None:
                 self.smoother.add(tid, frame, vectors[i])
             s = self.smoother.smoothed(tid, frame)

@@ -65,24 +65,51 @@ def score_against_trajectories(reference: Mapping[int, Sequence[tuple[str, Point
         acc.update_points(list(reference[frame]), hyp, max_px)
         all_tracked += int(len({t for t, _ in hyp}) >= animals)
     r = acc.result()
+    matched = r.gt_detections - r.misses
     return {"frames": r.frames, "animals": animals, "tracks": len(used), "frames_with_all_animals": all_tracked,
-            "idf1": r.idf1, "idp": r.idp, "idr": r.idr, "id_switches": r.id_switches, "mota": r.mota,
+            "idf1": r.idf1, "idp": r.idp, "idr": r.idr,
+            # of the reference detections tracked (within max_px), the share under the animal's one best id
+            "identity_accuracy": r.idr * r.gt_detections / matched if matched else 0.0,
+            "id_switches": r.id_switches, "mota": r.mota,
             "misses": r.misses, "false_positives": r.false_positives, "max_px": max_px,
             "reference_detections": r.gt_detections, "tracked_detections": r.hyp_detections}
 
 
-def tracks_from_results(path: str | os.PathLike) -> dict[int, list[tuple[int, Point]]]:
-    """{frame: [(track id, centre of mass)]} of a `sipec analyze` result (its folder or results.parquet)."""
+def tracks_from_results(path: str | os.PathLike, by: str = "track") -> dict[int, list[tuple[int, Point]]]:
+    """{frame: [(id, centre of mass)]} of a `sipec analyze` result (its folder or results.parquet); the id is the
+    track id (`by` "track") or the identity IdNet gave (`by` "identity": names numbered in sorted order from 1, 0
+    where none)."""
     import pyarrow.parquet as pq
 
+    path = _results_path(path)
+    column = {"track": "track_id", "identity": "identity"}[by]
+    table = pq.read_table(path, columns=["frame", column, "com_x", "com_y"]).to_pydict()
+    numbers = {name: k + 1 for k, name in enumerate(sorted({v for v in table[column] if v}))} if by == "identity" \
+        else None
+    out: dict[int, list[tuple[int, Point]]] = {}
+    for f, t, x, y in zip(table["frame"], table[column], table["com_x"], table["com_y"], strict=True):
+        if x is not None and y is not None and not (math.isnan(x) or math.isnan(y)):
+            key = (numbers.get(t, 0) if t else 0) if numbers is not None else int(t or 0)
+            out.setdefault(int(f), []).append((key, (float(x), float(y))))
+    return out
+
+
+def has_identities(path: str | os.PathLike) -> bool:
+    """Whether a `sipec analyze` result gives identities (IdNet ran)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    path = _results_path(path)
+    if "identity" not in pq.read_schema(path).names:
+        return False
+    column = pq.read_table(path, columns=["identity"]).column("identity")
+    return bool(len(column) and pc.sum(pc.is_valid(column)).as_py())
+
+
+def _results_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / "results.parquet"
     if not path.is_file():
         raise ValueError(f"{path}: not found; give a `sipec analyze` result folder or its results.parquet")
-    table = pq.read_table(path, columns=["frame", "track_id", "com_x", "com_y"]).to_pydict()
-    out: dict[int, list[tuple[int, Point]]] = {}
-    for f, t, x, y in zip(table["frame"], table["track_id"], table["com_x"], table["com_y"], strict=True):
-        if x is not None and y is not None and not (math.isnan(x) or math.isnan(y)):
-            out.setdefault(int(f), []).append((int(t or 0), (float(x), float(y))))
-    return out
+    return path

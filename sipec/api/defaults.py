@@ -13,4 +13,5 @@ TRACKER_DEFAULTS = {
     "max_distance": 0.0,
     "motion": "kalman",
     "animals": 0,
+    "identity_evidence": "restart",
 }

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from services.idnet.accumulate import accumulate, assign_global
-from services.idnet.fragments import apart, find_fragments
+from services.idnet.fragments import find_fragments
 from services.idnet.from_analysis import explain_no_global
 from services.idnet.masking import MaskSettings, align_crop, long_axis_degrees, prepare_sequence
+from sipec.geometry import animals_apart
 
 
 def _rows(positions: dict[int, list[tuple[int, float, float]]], size: float = 10.0):
@@ -27,8 +28,8 @@ def test_apart_is_false_for_both_of_two_meeting_boxes_only():
     frame = np.array([0, 0, 0, 1])
     boxes = np.array([[0, 0, 10, 10], [10.5, 0, 20, 10], [50, 50, 60, 60], [0, 0, 10, 10]], float)
     # widened by 10% of 10 px = 1 px each: boxes 0 and 1 (0.5 px apart) meet, box 2 and the lone box of frame 1 not
-    assert apart(frame, boxes, 0.1).tolist() == [False, False, True, True]
-    assert apart(frame, boxes, 0.0).tolist() == [True, True, True, True]
+    assert animals_apart(frame, boxes, 0.1).tolist() == [False, False, True, True]
+    assert animals_apart(frame, boxes, 0.0).tolist() == [True, True, True, True]
 
 
 def _crossing_video():
@@ -52,7 +53,7 @@ def test_fragments_break_where_animals_meet_or_a_track_is_missing_and_globals_sp
     by_track = {}
     for fr in frags.fragments:
         by_track.setdefault(fr.track, []).append((int(frame[fr.rows[0]]), int(frame[fr.rows[-1]])))
-    meet = [f for f in range(30) if not apart(frame[frame == f], boxes[frame == f], 0.1).all()]
+    meet = [f for f in range(30) if not animals_apart(frame[frame == f], boxes[frame == f], 0.1).all()]
     assert meet, "the two animals must meet somewhere"
     assert by_track[3] == [(0, 19), (21, 29)]
     for t in (1, 2):

@@ -12,7 +12,7 @@ from services.tracker.trajectories import load_trajectories, score_against_traje
 from sipec.cli import main
 
 
-def _write(tmp_path):
+def _write(tmp_path, identities: bool = False):
     """Two animals for 10 frames (animal 2 not placed in frame 3); a result whose track 7 follows animal 1 and
     whose animal 2 is tracked as track 8 until frame 4 and as track 9 after (a fragment)."""
     lines = ["time,x1,y1,x2,y2"]
@@ -26,9 +26,11 @@ def _write(tmp_path):
     csv_path.write_text("\n".join(lines) + "\n")
     folder = tmp_path / "video"
     folder.mkdir()
-    pq.write_table(pa.table({"frame": [r[0] for r in rows], "track_id": [r[1] for r in rows],
-                             "com_x": [r[2] for r in rows], "com_y": [r[3] for r in rows]}),
-                   folder / "results.parquet")
+    cols = {"frame": [r[0] for r in rows], "track_id": [r[1] for r in rows], "com_x": [r[2] for r in rows],
+            "com_y": [r[3] for r in rows]}
+    if identities:   # IdNet named the fragments 8 and 9 as one animal, and track 7 the other; none in frame 0
+        cols["identity"] = [None if r[0] == 0 else ("mouse_b" if r[1] == 7 else "mouse_a") for r in rows]
+    pq.write_table(pa.table(cols), folder / "results.parquet")
     return csv_path, folder
 
 
@@ -45,6 +47,19 @@ def test_score_against_trajectories(tmp_path):
     # IDF1: animal 1 <-> track 7 in 10 frames, animal 2 <-> track 9 in 5 (of its 9): 2 x 15 / (19 + 20)
     assert s["idf1"] == pytest.approx(30 / 39)
     assert score_against_trajectories(reference, {}, 5.0)["tracks"] == 0
+
+
+def test_identities_are_scored_beside_the_tracks(tmp_path, capsys):
+    csv_path, folder = _write(tmp_path, identities=True)
+    assert main(["evaluate", "tracker", "--gt", str(csv_path), "--pred", str(folder), "--out",
+                 str(tmp_path / "s.json")]) == 0
+    assert "| identity | 2 |" in capsys.readouterr().out
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["track"]["idf1"] == pytest.approx(30 / 39) and s["track"]["identity_accuracy"] < 1.0
+    # by identity: one id per animal; frame 0 has none (2 misses), frame 3 one unmatched: IDF1 = 2 x 17 / (19 + 18)
+    ident = s["identity"]
+    assert ident["tracks"] == 2 and ident["id_switches"] == 0 and ident["identity_accuracy"] == pytest.approx(1.0)
+    assert ident["misses"] == 2 and ident["idf1"] == pytest.approx(34 / 37)
 
 
 def test_bad_trajectories_and_missing_pred_are_named(tmp_path, capsys):
