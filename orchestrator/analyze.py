@@ -227,6 +227,29 @@ def _counts(table: Any, column: str) -> dict[str, int]:
     return {str(v): int(c) for v, c in zip(values, counts, strict=True)}
 
 
+def identity_or_track(df: Any) -> Any:
+    """Who each row is, for per-individual reports: its identity; a row IdNet left unnamed (e.g. before its track's
+    first answer) takes its track's identity in the nearest earlier, else later, frame where that identity is not
+    already someone else's in its own frame; otherwise, and for tracks never named, "track_<id>"."""
+    import pandas as pd
+
+    fallback = "track_" + df["track_id"].astype(str)
+    if not df["identity"].notna().any():
+        return fallback
+    ordered = df.sort_values(["track_id", "frame"], kind="stable")
+    filled = ordered.groupby("track_id")["identity"].transform(lambda v: v.ffill().bfill())
+    who = df["identity"].copy()
+    guess = filled.reindex(df.index)
+    unnamed = who.isna() & guess.notna()
+    taken = set(zip(df.loc[who.notna(), "frame"], who[who.notna()], strict=True))
+    for i in df.index[unnamed]:
+        key = (df.at[i, "frame"], guess.at[i])
+        if key not in taken:
+            who.at[i] = guess.at[i]
+            taken.add(key)
+    return pd.Series(np.where(who.notna(), who, fallback), index=df.index)
+
+
 def _reports(table: Any, folder: Path, behaviours: list[str], info: Any, config: PipelineConfig) -> list[str]:
     """Ethogram and bout statistics per individual; position density maps per individual."""
     files: list[str] = []
@@ -235,14 +258,7 @@ def _reports(table: Any, folder: Path, behaviours: list[str], info: Any, config:
     df = table.to_pandas()
     if df["track_id"].gt(0).any():   # per individual: instances without a track (beyond `animals`) are no one's
         df = df[df["track_id"] > 0]
-    if df["identity"].notna().any():
-        # per identity: a row IdNet left unnamed (e.g. while its animal touched another) counts for the identity
-        # its track has most often; a track never named is no one's
-        usual = df.dropna(subset=["identity"]).groupby("track_id")["identity"].agg(
-            lambda v: min(v.value_counts().items(), key=lambda kv: (-kv[1], kv[0]))[0])
-        df = df.assign(who=df["identity"].fillna(df["track_id"].map(usual))).dropna(subset=["who"])
-    else:
-        df = df.assign(who="track_" + df["track_id"].astype(str))
+    df = df.assign(who=identity_or_track(df))
     if behaviours and config.outputs.get("ethogram", True):
         from sipec.reports.ethogram import bout_statistics, plot_ethogram, write_bout_statistics_csv
 

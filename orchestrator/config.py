@@ -5,7 +5,7 @@ modules: [segnet, tracker, idnet, posenet, behavenet]   # any subset; segnet is 
 segnet: {min_score: 0.5, max_instances: 16}
 tracker: {matching: greedy, min_iou: 0.1, max_lost_frames: 10, identity_window: 25, interaction_dilation: 5,
           max_distance: 0, motion: kalman, animals: 0,   # animals: the known number of animals (0: unknown)
-          identity_evidence: apart}   # IdNet answers only from frames where the animal touches no other
+          identity_evidence: restart}   # IdNet evidence afresh after each contact (apart, all)
 estimate_3d: true            # when the tracker serves a depth model
 outputs: {annotated_video: true, pose: true, ethogram: true, density: true}
 chunk_frames: 200            # rows are checkpointed every this many frames (resume granularity)

@@ -504,12 +504,15 @@ class VideoPipeline:
         state.smoothed = True
         if self._track_b is None:
             return
-        animals = [a for a in state.animals if a.track_id and a.identity_probs is not None]
-        if not animals:
+        # every tracked animal, identified or not: the tracker's contact test (identity_evidence) needs them all
+        animals = [a for a in state.animals if a.track_id]
+        if not any(a.identity_probs is not None for a in animals):
             return
         req = tracker_pb2.TrackRequest(
             frame=common_pb2.FrameRef(index=state.frame.index, time_s=state.frame.time_s),
-            instances=[_with_track(a) for a in animals], identities=[a.identity_probs for a in animals])
+            instances=[_with_track(a) for a in animals],
+            identities=[a.identity_probs if a.identity_probs is not None else common_pb2.Probabilities()
+                        for a in animals])
         if self._track_b.sent == 0:
             req.options.CopyFrom(tracker_pb2.TrackerOptions(**self.o.tracker))
         self._track_b.send(req)

@@ -95,7 +95,7 @@ def accumulate(fragments: Fragments, frame: np.ndarray, animals: int,
                 continue
             result.labels.update(new)
             result.accepted.append(g)
-            accepted += 1
+            accepted += int(bool(new))   # a global fragment labelled already through others adds nothing to learn
         result.rounds.append({"round": r, "accepted_globals": accepted, "labelled_fragments": len(result.labels),
                               "labelled_frames": result.frames_labelled(fragments)})
         if not accepted:

@@ -125,7 +125,8 @@ def _settings(args: argparse.Namespace) -> Any:
     from sipec.cli import CliError
 
     align = args.align if args.align is not None else bool(getattr(args, "from_analysis", None))
-    s = MaskSettings(args.input_size, args.crop_px or 96, args.dilation_px, args.dilation_step_px, int(align))
+    s = MaskSettings(args.input_size, 96 if args.crop_px is None else args.crop_px, args.dilation_px,
+                     args.dilation_step_px, int(align))
     try:
         s.validate()
     except ValueError as exc:
@@ -221,6 +222,7 @@ def run_train(args: argparse.Namespace) -> int:
                                                           "chance_shuffled_labels", "n")} for k, v in scores.items()}
         for k, v in scores.items():
             print(format_scores(f"idnet held-out (last {1 - args.train_fraction:.0%}) {k}", v), flush=True)
+    _record_effective(args, settings, _params(args))
     _export(args, trained, cfg, data.identity_names, settings, summary_data, started)
     return 0
 
@@ -273,6 +275,10 @@ def _train_from_analysis(args: argparse.Namespace, settings: Any, weights: Any, 
     s = FragmentSettings(args.animals, args.apart_margin, args.min_fragment_frames, args.max_crops_per_fragment,
                          args.rounds, args.min_certainty)
     try:
+        s.validate()
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    try:
         video, cols = read_analysis(args.from_analysis)
     except ValueError as exc:
         raise CliError(f"--from-analysis: {exc}") from exc
@@ -322,8 +328,14 @@ def _train_from_analysis(args: argparse.Namespace, settings: Any, weights: Any, 
                             for f, k in sorted(acc.labels.items())],
         "fragment_settings": asdict(s),
     }
+    _record_effective(args, settings, params)
     _export(args, trained, cfg, identity_names(args.animals), settings, summary_data, started)
     return 0
+
+
+def _record_effective(args: argparse.Namespace, settings: Any, params: Any) -> None:
+    """The values used where a flag was left to its mode's default, so the training summary says them."""
+    args.crop_px, args.align, args.lr, args.lr_decay = settings.crop_px, bool(settings.align), params.lr, params.k
 
 
 def _score_models(args: argparse.Namespace, data: Any) -> dict[str, Any]:

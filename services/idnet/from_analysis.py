@@ -36,7 +36,18 @@ class FragmentSettings:
     max_crops: int = 200           # most crops per fragment (a contiguous block at its middle)
     rounds: int = 4                # accumulation rounds after the first global fragment
     min_certainty: float = 0.5     # a new fragment's mean probability of its identity, at least
-    epochs: int = 6                # frame-network epochs of each accumulation round
+
+    def validate(self) -> None:
+        if self.animals < 2:
+            raise ValueError(f"--animals must be 2 or more, not {self.animals}")
+        if not 0.0 <= self.margin <= 1.0:
+            raise ValueError(f"--apart-margin must be in [0, 1], not {self.margin}")
+        for flag, value, least in (("--min-fragment-frames", self.min_frames, 1),
+                                   ("--max-crops-per-fragment", self.max_crops, 1), ("--rounds", self.rounds, 0)):
+            if value < least:
+                raise ValueError(f"{flag} must be >= {least}, not {value}")
+        if not 0.0 < self.min_certainty <= 1.0:
+            raise ValueError(f"--min-certainty must be in (0, 1], not {self.min_certainty}")
 
 
 def read_analysis(folder: str | Path) -> tuple[Path, dict[str, np.ndarray]]:

@@ -269,7 +269,7 @@ def _evaluate_against_trajectories(args: argparse.Namespace) -> int:
               f"| {score['idf1']:.4f} | {score['id_switches']} | {score['mota']:.4f} | {score['misses']} "
               f"| {score['false_positives']} |")
     if args.out:
-        Path(args.out).write_text(json.dumps(scores if len(scores) > 1 else first, indent=2) + "\n")
+        Path(args.out).write_text(json.dumps(scores, indent=2) + "\n")   # {"track": ..., "identity": ... if any}
     return 0
 
 

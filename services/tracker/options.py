@@ -31,10 +31,11 @@ class TrackerOptions:
       moved to the predicted centre, distance to the predicted centre) or "none" (the last appearance);
     - animals: the known number of animals, 0 if unknown: tracks never end, at most this many start, and an
       instance left over goes to the nearest lost track (fragments stitched); extra instances get no track;
-    - identity_evidence: "apart" (default): a track's IdNet answers count only from frames where its animal is apart
-      from every other detection (boxes widened by a tenth, then masks), and start afresh when it comes out of a
-      contact -- where two animals touch, a track may have swapped animals, and the crops mix both; "all": every
-      frame of the last `identity_window` (the paper's smoothing); "restart": every frame, afresh after each contact.
+    - identity_evidence: "restart" (default): a track's IdNet answers count from every frame and start afresh when
+      its animal comes out of a contact with another detection (boxes widened by a tenth, then masks), or when the
+      track is taken up after a gap or stitched -- where a track may have swapped animals; "apart": the same, but
+      frames in contact do not count (their crops mix two animals); "all": every frame of the last
+      `identity_window` (the paper's smoothing).
     """
 
     matching: str = TRACKER_DEFAULTS["matching"]

@@ -213,10 +213,14 @@ class StreamTracker:
             det_track[i] = self._next_id
             new_tracks.append(self._next_id)
             self._next_id += 1
+        joined_tracks = {lost[c] for _, c in pairs} if opts.animals else set()
         for i, tid in det_track.items():
             if tid in self.tracks:
                 t = self.tracks[tid]
                 t.hits += 1
+                # taken up after a gap, or joined to what was left over: it may be another animal now, so its
+                # identity evidence restarts as after a contact
+                t.touching = t.touching or frame - t.last_frame > 1 or tid in joined_tracks
             else:
                 t = self.tracks[tid] = Track(tid, dets[i], frame, frame)
             t.observe(dets[i], frame)

@@ -88,6 +88,9 @@ def test_too_many_animals_is_refused_naming_the_longest_stretch_and_nothing_is_w
     assert r.returncode == 2, r.stderr[-2000:]
     assert "nowhere are all 3 animals tracked apart" in r.stderr and "longest such stretch is frames" in r.stderr
     assert not repo.exists() or not any(repo.iterdir())
+    r = _sipec("train", "idnet", "--from-analysis", str(folder), "--animals", "2", "--max-crops-per-fragment", "0",
+               "--out", str(repo), check=False)
+    assert r.returncode == 2 and "--max-crops-per-fragment must be >= 1" in r.stderr, r.stderr[-2000:]
     r = _sipec("train", "idnet", "--from-analysis", str(d / "nothing"), "--animals", "2", "--out", str(repo),
                check=False)
     assert r.returncode == 2 and "not a finished `sipec analyze` result" in r.stderr

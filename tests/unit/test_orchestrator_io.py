@@ -106,12 +106,19 @@ def test_config_validation_names_the_key(tmp_path):
                          ({"tracker": {"animals": -1}}, "tracker.animals must be >= 0"),
                          ({"tracker": {"animals": 2.5}}, "tracker.animals: expected int"),
                          ({"tracker": {"max_distance": "far"}}, "tracker.max_distance"),
+                         ({"tracker": {"identity_evidence": "vote"}}, "apart, restart or all"),
                          ({"chunk_frames": 0}, "chunk_frames: must be positive")]:
         with pytest.raises(ConfigError, match=message):
             parse_config(bad, "p.yaml")
     every = {"matching": "greedy", "min_iou": 0.2, "max_lost_frames": 5, "identity_window": 9,
-             "interaction_dilation": 3, "max_distance": 40.0, "motion": "none", "animals": 8}
+             "interaction_dilation": 3, "max_distance": 40.0, "motion": "none", "animals": 8,
+             "identity_evidence": "apart"}
     assert parse_config({"tracker": every}).pipeline_options().tracker == every   # every TrackerOptions field
+    from services.tracker.options import options_from_proto
+    from sipec.v1 import tracker_pb2
+
+    assert set(every) == set(tracker_pb2.TrackerOptions.DESCRIPTOR.fields_by_name)   # no proto field left out
+    assert options_from_proto(tracker_pb2.TrackerOptions(**every)).identity_evidence == "apart"
     path = tmp_path / "p.yaml"
     path.write_text("modules: [segnet\n")
     with pytest.raises(ConfigError, match="p.yaml: not valid YAML"):
@@ -206,3 +213,20 @@ def test_track_summary_counts_gaps_track_lengths_and_frames_with_every_animal():
     out = track_summary(table, animals=2)
     assert out == {"median_track_frames": 3.0, "track_gaps_bridged": 1, "frames_with_all_animals": 2, "animals": 2}
     assert track_summary(table, animals=0) == {"median_track_frames": 3.0, "track_gaps_bridged": 1}
+
+
+def test_reports_name_unnamed_rows_by_their_track_where_that_identity_is_free():
+    import pandas as pd
+
+    from orchestrator.analyze import identity_or_track
+
+    df = pd.DataFrame({"frame": [0, 1, 2, 1, 2, 0, 3, 1],
+                       "track_id": [1, 1, 1, 2, 2, 3, 2, 4],
+                       "identity": [None, "a", "a", None, "b", None, None, None]})
+    df.loc[8] = {"frame": 2, "track_id": 4, "identity": None}
+    df.loc[9] = {"frame": 3, "track_id": 4, "identity": "b"}
+    # track 1 frame 0 takes its later "a"; track 2 frame 1 its later "b"; track 3 was never named; track 2 frame 3
+    # would repeat track 4's "b" there, and track 4's frames 1 and 2 track 2's: they stay tracks
+    who = identity_or_track(df).tolist()
+    assert who == ["a", "a", "a", "b", "b", "track_3", "track_2", "track_4", "track_4", "b"]
+    assert identity_or_track(df.assign(identity=None)).tolist()[:2] == ["track_1", "track_1"]

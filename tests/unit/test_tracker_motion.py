@@ -128,3 +128,39 @@ def test_options_are_checked():
         resolve_options(motion="lstm")
     with pytest.raises(InvalidInput, match="options.animals"):
         resolve_options(animals=65)
+    assert resolve_options(identity_evidence="Apart").identity_evidence == "apart"
+    assert resolve_options().identity_evidence == "restart"
+    with pytest.raises(InvalidInput, match="options.identity_evidence"):
+        resolve_options(identity_evidence="vote")
+
+
+def _identity_pass(evidence: str, positions: list[dict[int, float]], probs: list[dict[int, float]]) -> list[dict]:
+    """Tracks preset (a second pass), 2 identities; positions {track: x} and P(identity "a") per track per frame.
+    Returns {track: identity} per frame."""
+    tracker = StreamTracker(resolve_options(animals=2, identity_evidence=evidence))
+    out = []
+    for f, (pos, p) in enumerate(zip(positions, probs, strict=True)):
+        keys = sorted(pos)
+        ds = [dataclasses.replace(d, preset_track=k) for d, k in zip(dets(*[blob(pos[k], 50) for k in keys]), keys,
+                                                                       strict=True)]
+        result = tracker.step(f, ds, [(["a", "b"], np.array([p[k], 1 - p[k]])) for k in keys])
+        out.append({keys[t.index]: t.identity for t in result.instances})
+    return out
+
+
+@pytest.mark.parametrize("evidence", ["restart", "apart", "all"])
+def test_identity_evidence_restarts_after_a_contact_and_a_gap(evidence):
+    # frames 0-9 apart (track 1 looks like "a"); 10-12 the two touch (crops ambiguous); 13-15 apart again, but
+    # track 1 now looks like "b": the tracks swapped animals in the contact
+    far, near = {1: 100.0, 2: 300.0}, {1: 180.0, 2: 198.0}
+    positions = [far] * 10 + [near] * 3 + [far] * 3
+    probs = [{1: 0.9, 2: 0.1}] * 10 + [{1: 0.5, 2: 0.5}] * 3 + [{1: 0.2, 2: 0.8}] * 3
+    got = _identity_pass(evidence, positions, probs)
+    assert got[9] == {1: "a", 2: "b"}
+    assert got[13] == ({1: "a", 2: "b"} if evidence == "all" else {1: "b", 2: "a"})
+    # a gap: track 1 unseen in frames 10-11 and clearly "b" when it is back (all frames apart; track 2 as before,
+    # so only a restarted track 1 outweighs track 2's long "b" history)
+    positions = [far] * 10 + [{2: 300.0}] * 2 + [far] * 2
+    probs = [{1: 0.9, 2: 0.1}] * 10 + [{2: 0.1}] * 2 + [{1: 0.02, 2: 0.1}] * 2
+    got = _identity_pass(evidence, positions, probs)
+    assert got[12][1] == ("a" if evidence == "all" else "b")

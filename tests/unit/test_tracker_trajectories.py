@@ -42,6 +42,8 @@ def test_score_against_trajectories(tmp_path):
                  str(tmp_path / "s.json")])
     assert code == 0
     s = json.loads((tmp_path / "s.json").read_text())
+    assert set(s) == {"track"}   # no identities in this result
+    s = s["track"]
     assert s["tracks"] == 3 and s["animals"] == 2 and s["frames"] == 10
     assert s["misses"] == 0 and s["false_positives"] == 1 and s["id_switches"] == 1   # frame 3: track 8 unmatched
     # IDF1: animal 1 <-> track 7 in 10 frames, animal 2 <-> track 9 in 5 (of its 9): 2 x 15 / (19 + 20)
