@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_IMAGE_SIZE = "320x256"
+VIDEO_FRAMES = 300           # frames of a --video that masks are derived from, spread over it
+ANIMAL_INPUT_PX = 32         # an animal's longer side at the network's input when the input size is chosen
+MAX_INPUT_SIDE = 1024
 
 
 # --- shared flags and data ------------------------------------------------------------------------------
@@ -24,15 +27,36 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
                    help="a `sipec synth` output folder (annotations.json + video.mp4); repeat for several")
     g.add_argument("--flies", type=Path,
                    help="the sleap-flies-clip folder; its masks are DERIVED by thresholding, not ground truth")
+    g.add_argument("--video", type=Path, action="append", default=[],
+                   help="a video with no labels: instance masks are DERIVED from it (see --derive), and only "
+                        "frames with exactly --animals blobs are used; repeat for several")
     g.add_argument("--frames", help="START:STOP: only these images of each source, in file order "
                                     "(e.g. 0:1050, or 1050: for the rest)")
     g.add_argument("--step", type=int, default=1,
                    help="then every N-th of them (neighbouring video frames are nearly alike; default 1)")
-    g.add_argument("--limit", type=int, default=None, help="at most this many images per source")
+    g.add_argument("--limit", type=int, default=None,
+                   help=f"at most this many images per source (of a --video: spread over it, default "
+                        f"{VIDEO_FRAMES})")
     g.add_argument("--image-size", default=None,
                    help=f"network input WIDTHxHEIGHT (or one number, square), multiples of 32; frames are "
                         f"letterboxed into it (train default {DEFAULT_IMAGE_SIZE}; evaluate: the model's)")
     g.add_argument("--max-instances", type=int, default=16, help="most instances per training image (default 16)")
+    g = p.add_argument_group("masks derived from --video (no labels)")
+    g.add_argument("--derive", choices=("background", "threshold"), default="background",
+                   help="background: differences from the video's median frame (animals must move); threshold: "
+                        "the grey levels of --intensity (default background)")
+    g.add_argument("--animals", type=int, default=1,
+                   help="animals in every frame; frames with another number of blobs (animals touching, or one "
+                        "lost) are left out and counted (default 1)")
+    g.add_argument("--intensity", help="threshold: grey levels LO:HI that are animal, e.g. 0:155 for dark animals")
+    g.add_argument("--difference", type=float,
+                   help="background: least difference from the background in grey levels (default: Otsu's "
+                        "threshold of the differences, at least six noise deviations)")
+    g.add_argument("--area", help="blob area MIN:MAX in pixels (default: a quarter to four times the median "
+                                  "area of the largest blobs)")
+    g.add_argument("--save-derived", type=Path,
+                   help="also write the derived masks as COCO instances (video file_name + frame_index), to "
+                        "check or correct them and to train from with --coco FILE --images VIDEO_DIR")
 
 
 def _image_size(text: str | None) -> tuple[int, int]:
@@ -49,9 +73,14 @@ def _image_size(text: str | None) -> tuple[int, int]:
     return h, w
 
 
-def load_data(args: argparse.Namespace, input_size: tuple[int, int]) -> Any:
-    """SegData of every source named on the command line; CliError naming the file or flag on bad input."""
-    from services.segnet.data import SegData, load_coco, load_flies, load_synth, parse_frames
+def load_data(args: argparse.Namespace, input_size: tuple[int, int] | None,
+              derivations: list | None = None) -> Any:
+    """SegData of every source named on the command line; CliError naming the file or flag on bad input.
+
+    ``input_size`` None (training without --image-size): chosen from the animals' length in the --video
+    sources (:func:`input_size_for`), else the default. Derivations of --video sources go to `derivations`.
+    """
+    from services.segnet.data import SegData, load_coco, load_derived, load_flies, load_synth, parse_frames
     from sipec.cli import CliError
 
     parts = []
@@ -60,6 +89,9 @@ def load_data(args: argparse.Namespace, input_size: tuple[int, int]) -> Any:
     except ValueError as exc:
         raise CliError(f"--frames: {exc}") from exc
     try:
+        prepared = _prepare_videos(args, frames)
+        if input_size is None:
+            input_size = input_size_for([record for record, _ in prepared])
         if (args.coco or args.via) and (not args.images or not args.images.is_dir()):
             raise CliError(f"--images: directory not found: {args.images} (needed with --coco / --via)")
         if args.coco:
@@ -84,17 +116,112 @@ def load_data(args: argparse.Namespace, input_size: tuple[int, int]) -> Any:
             parts.append(load_synth(folder, input_size, args.max_instances, args.limit, frames, args.step))
         if args.flies:
             parts.append(load_flies(args.flies, input_size, args.step, frames, args.limit))
+        for record, kept in prepared:
+            part = load_derived(kept, record.video, input_size, args.max_instances)
+            print(f"segnet: {record.describe()}", flush=True)
+            if not record.kept:
+                raise CliError(f"--video {record.video}: no frame has exactly {args.animals} blob(s); check --animals, "
+                               "or set --area and --difference (or --derive threshold --intensity) by hand")
+            if derivations is not None:
+                derivations.append(record)
+            parts.append(part)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     if not parts:
-        raise CliError("no data: give --coco or --via with --images, --synth DIR or --flies DIR")
+        raise CliError("no data: give --coco or --via with --images, --synth DIR, --video FILE or --flies DIR")
     names = {tuple(p.class_names) for p in parts}
     if len(names) > 1:
         raise CliError(f"the data sources have different classes: {sorted(names)}")
     data = SegData.concat(parts)
     if len(data) == 0:
         raise CliError("the data sources hold no images (check --frames and --limit)")
+    if args.save_derived and prepared:
+        _save_derived(args.save_derived, data)
     return data
+
+
+def _prepare_videos(args: argparse.Namespace, frames: slice | None) -> list:
+    """(Derivation, iterator of kept frames) per --video: settings estimated, nothing decoded beyond that yet."""
+    from services.segnet.data import video_indices
+    from sipec.cli import CliError
+    from sipec.data.derived_masks import DeriveSettings, derive, frame_count, parse_range
+
+    if not args.video:
+        return []
+    try:
+        settings = DeriveSettings(
+            method=args.derive, animals=args.animals,
+            intensity=parse_range(args.intensity, "--intensity") if args.intensity else None,
+            difference=args.difference, area=parse_range(args.area, "--area") if args.area else None)
+        settings.validate()
+    except ValueError as exc:
+        field, _, problem = str(exc).partition(": ")
+        raise CliError(f"--{'derive' if field == 'method' else field}: {problem}") from exc
+    if args.limit is not None and args.limit < 1:
+        raise CliError(f"--limit must be at least 1, not {args.limit}")
+    prepared = []
+    for video in args.video:
+        if not video.is_file():
+            raise CliError(f"--video: file not found: {video}")
+        count = frame_count(video)
+        indices = video_indices(count, frames, args.step, args.limit or VIDEO_FRAMES)
+        if not indices:
+            raise CliError(f"--video {video}: --frames/--step select none of its {count} frames")
+        prepared.append(derive(video, indices, settings, count))
+    return prepared
+
+
+def input_size_for(derivations: list) -> tuple[int, int]:
+    """The default input, or, when the --video animals would be shorter than ANIMAL_INPUT_PX there, the smallest
+    input (multiples of 32, longer side at most MAX_INPUT_SIDE, no larger than the frame) where they are not.
+    Prints the choice and the reason."""
+    import math
+
+    from services.segnet.config import SIZE_MULTIPLE, parse_image_size
+    from services.segnet.data import letterbox_scale
+
+    default = parse_image_size(DEFAULT_IMAGE_SIZE)
+    measured = [d for d in derivations if d.animal_length_px > 0]
+    if not measured:
+        return default
+    length = float(sorted(d.animal_length_px for d in measured)[len(measured) // 2])
+    h = max(d.frame_size[0] for d in measured)
+    w = max(d.frame_size[1] for d in measured)
+    scale = letterbox_scale(h, w, *default)
+    if length * scale >= ANIMAL_INPUT_PX:
+        print(f"segnet: input {default[1]}x{default[0]} (default): the animals are about {length:.0f} px long in "
+              f"the frames, {length * scale:.0f} px at the input", flush=True)
+        return default
+    want = min(1.0, ANIMAL_INPUT_PX / length, MAX_INPUT_SIDE / max(h, w))
+    size = (max(default[0], SIZE_MULTIPLE * math.ceil(h * want / SIZE_MULTIPLE)),
+            max(default[1], SIZE_MULTIPLE * math.ceil(w * want / SIZE_MULTIPLE)))
+    at_input = length * letterbox_scale(h, w, *size)
+    print(f"segnet: input {size[1]}x{size[0]} (chosen; --image-size sets it): the animals are about {length:.0f} px "
+          f"long in {w}x{h} frames, {length * scale:.0f} px at the default {default[1]}x{default[0]}, "
+          f"{at_input:.0f} px here", flush=True)
+    return size
+
+
+def _save_derived(path: Path, data: Any) -> None:
+    """The derived-mask images of `data` as COCO instances: video file_name (its name) and frame_index."""
+    from sipec.data.coco import CocoInstances, image_entry, instance_annotation, make_category, write_coco_instances
+    from sipec.geometry import decode_rle
+
+    coco = CocoInstances(categories=[make_category(1, data.class_names[0])],
+                         info={"description": "instance masks DERIVED from videos by sipec train segnet --video; "
+                                              "not ground truth"})
+    for source, (h, w), gt in zip(data.sources, data.frame_sizes, data.gt, strict=True):
+        if "(derived masks)" not in source:
+            continue
+        video, index = source.split(" ")[0].rsplit("#", 1)
+        image_id = len(coco.images) + 1
+        coco.images.append(image_entry(image_id, int(w), int(h), Path(video).name, frame_index=int(index)))
+        for cls, rle in gt:
+            coco.annotations.append(instance_annotation(decode_rle(rle), ann_id=len(coco.annotations) + 1,
+                                                        image_id=image_id, category_id=cls, rle=rle))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_coco_instances(path, coco)
+    print(f"segnet: derived masks of {len(coco.images)} frames written to {path}", flush=True)
 
 
 def _add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -164,16 +291,19 @@ def _train(args: argparse.Namespace) -> int:
 
     started = time.time()
     _check_common_flags(args)
-    input_size = _image_size(args.image_size)
+    input_size = _image_size(args.image_size) if args.image_size else None
     weights = resolve_weights(args.weights)
-    data = load_data(args, input_size)
+    derivations: list = []
+    data = load_data(args, input_size, derivations)
+    input_size = data.input_size
     print(f"segnet: training on {len(data)} images ({int((data.classes > 0).sum())} instances), "
           f"input {input_size[1]}x{input_size[0]}, backbone {args.backbone}", flush=True)
     result = _train_one(args, data, input_size, weights)
     summary = training_summary(args, result.history, {
         "images": len(data), "instances": int((data.classes > 0).sum()),
         "sources": sorted({s.split("#")[0] for s in data.sources}), "steps": result.steps,
-        "stages": [list(s) for s in result.stages]}, started)
+        "stages": [list(s) for s in result.stages],
+        **({"derived_masks": [d.summary() for d in derivations]} if derivations else {})}, started)
     version = export_model(result.model, Path(args.out), args.model_name, summary, args.version)
     print(f"segnet: exported {version.path} ({result.steps} steps in {result.seconds:.0f}s)")
     return 0

@@ -1,8 +1,9 @@
 """SegNet training and evaluation data: frames letterboxed to the model's input size, with their instances.
 
 Sources: a COCO instances file whose images are files in a folder or frames of a video (image entries with
-``frame_index`` and a video ``file_name``, as `sipec synth` writes them), a `sipec synth` folder, and the
-SLEAP flies clip with masks DERIVED by thresholding (:mod:`sipec.data.flies`).
+``frame_index`` and a video ``file_name``, as `sipec synth` writes them), a `sipec synth` folder, a video with
+no labels whose masks are DERIVED by background subtraction or a threshold (:mod:`sipec.data.derived_masks`),
+and the SLEAP flies clip with masks DERIVED by thresholding (:mod:`sipec.data.flies`).
 
 A frame is scaled to fit the input (height x width) keeping its aspect ratio and padded at the bottom and
 right, so a box in input pixels maps back to the frame by dividing by ``scale``. Masks are kept at input
@@ -253,6 +254,25 @@ def load_flies(folder: Path, input_size: tuple[int, int], step: int = 1, frames:
                 insts = clip.instances(i, masks=True, image=image)
                 builder.add(image, [(1, inst.mask) for inst in insts if inst.mask is not None],
                             f"{folder}#{i} (derived masks)")
+    return builder.build()
+
+
+def video_indices(count: int, frames: slice | None, step: int, limit: int) -> list[int]:
+    """Frame indices of a video with `count` frames: ``range(count)[frames][::step]``, then at most `limit` of
+    them spread evenly (neighbouring frames are nearly alike, so the first `limit` would teach little)."""
+    from sipec.data.derived_masks import spread
+
+    chosen = _select(list(range(count)), frames, None, step)
+    return [chosen[i] for i in spread(len(chosen), limit)]
+
+
+def load_derived(frames: Iterable[tuple[int, np.ndarray, list[np.ndarray]]], video: Path,
+                 input_size: tuple[int, int], max_instances: int = 16, class_name: str = "animal") -> SegData:
+    """Letterboxed frames of `video` with their DERIVED masks ((index, RGB frame, masks) from
+    :func:`sipec.data.derived_masks.derive`), one class."""
+    builder = _Builder(input_size, max_instances, [class_name])
+    for i, rgb, masks in frames:
+        builder.add(rgb, [(1, m) for m in masks], f"{video}#{i} (derived masks)")
     return builder.build()
 
 
