@@ -52,6 +52,9 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--difference", type=float,
                    help="background: least difference from the background in grey levels (default: Otsu's "
                         "threshold of the differences, at least six noise deviations)")
+    g.add_argument("--grow", type=float,
+                   help="background: grow blobs into pixels differing by at least this (below --difference): "
+                        "fuller masks of low-contrast animals, but also reflections and shadows (default off)")
     g.add_argument("--area", help="blob area MIN:MAX in pixels (default: a quarter to four times the median "
                                   "area of the largest blobs)")
     g.add_argument("--save-derived", type=Path,
@@ -152,7 +155,7 @@ def _prepare_videos(args: argparse.Namespace, frames: slice | None) -> list:
         settings = DeriveSettings(
             method=args.derive, animals=args.animals,
             intensity=parse_range(args.intensity, "--intensity") if args.intensity else None,
-            difference=args.difference, area=parse_range(args.area, "--area") if args.area else None)
+            difference=args.difference, grow=args.grow, area=parse_range(args.area, "--area") if args.area else None)
         settings.validate()
     except ValueError as exc:
         field, _, problem = str(exc).partition(": ")

@@ -78,6 +78,22 @@ def test_background_subtraction_finds_the_moving_animals_and_leaves_out_the_cros
     assert record.summary()["left_out"] == record.reasons()
 
 
+def test_grown_blobs_take_the_faint_parts_attached_to_a_seed_only():
+    from sipec.data.derived_masks import foreground
+
+    background = np.full((40, 60, 3), 200, np.float32)
+    frame = np.full((40, 60, 3), 200, np.uint8)
+    frame[10:20, 5:20] = 100          # a body: differs by 100
+    frame[13:17, 20:35] = 170         # its faint tail: 30, attached
+    frame[30:36, 45:55] = 170         # a faint patch on its own: 30, no seed
+    plain = foreground(frame, DeriveSettings(difference=60, grow=60), background).astype(bool)
+    grown = foreground(frame, DeriveSettings(difference=60, grow=20), background).astype(bool)
+    assert plain[10:20, 5:20].all() and not plain[13:17, 21:35].any() and not plain[30:36, 45:55].any()
+    assert grown[10:20, 5:20].all() and grown[13:17, 21:34].all() and not grown[30:36, 45:55].any()
+    described = Derivation(None, DeriveSettings(difference=60, grow=20), frames_read=1).describe()
+    assert "colour difference >= 60, grown into >= 20" in described
+
+
 def test_threshold_with_intensity_and_area_given(video):
     record, kept = _run(video, DeriveSettings(method="threshold", animals=2, intensity=(0, 100), area=(100, 400)))
     assert record.settings.area == (100, 400) and len(kept) >= FRAMES - 16
