@@ -195,9 +195,9 @@ def write_pose_files(table: pa.Table, keypoint_names: list[str], folder: Path, v
                        *[f"kp_{k}_{c}" for k in keypoint_names for c in ("x", "y", "conf")]]).to_pandas()
     if df.empty:
         return []
-    untracked = "untracked_" + df.groupby(df["frame"].where(df["track_id"] == 0)).cumcount().astype(str)
-    df["who"] = np.where(df["identity"].notna(), df["identity"],
-                         np.where(df["track_id"] > 0, "track_" + df["track_id"].astype(str), untracked))
+    loose = (df["track_id"] == 0) & df["identity"].isna()
+    df["who"] = np.where(df["identity"].notna(), df["identity"], "track_" + df["track_id"].astype(str))
+    df.loc[loose, "who"] = "untracked_" + df[loose].groupby("frame").cumcount().astype(str)
     individuals = sorted(df["who"].unique())
     frames = np.arange(int(df["frame"].min()), int(df["frame"].max()) + 1)
     arr = np.full((len(frames), len(individuals), len(keypoint_names), 3), np.nan)

@@ -230,3 +230,25 @@ def test_reports_name_unnamed_rows_by_their_track_where_that_identity_is_free():
     who = identity_or_track(df).tolist()
     assert who == ["a", "a", "a", "b", "b", "track_3", "track_2", "track_4", "track_4", "b"]
     assert identity_or_track(df.assign(identity=None)).tolist()[:2] == ["track_1", "track_1"]
+
+
+def test_pose_files_name_each_individual_once_and_untracked_instances_by_their_rank_in_the_frame(tmp_path):
+    """A known number of animals leaves extra detections without a track: they become `untracked_0`, `untracked_1`
+    (within their frame), never a float-like name, and tracked ones `track_<id>`."""
+    import pandas as pd
+
+    from orchestrator.sinks import write_pose_files
+
+    rows = [(0, 1, None, 10.0), (0, 0, None, 20.0), (0, 0, None, 30.0), (1, 1, None, 11.0), (1, 0, None, 40.0)]
+    table = pa.table({"frame": [r[0] for r in rows], "track_id": pa.array([r[1] for r in rows], pa.int32()),
+                      "identity": pa.array([r[2] for r in rows], pa.string()),
+                      "kp_snout_x": [r[3] for r in rows], "kp_snout_y": [r[3] + 1 for r in rows],
+                      "kp_snout_conf": [0.9] * len(rows)})
+    files = write_pose_files(table, ["snout"], tmp_path, "video.mp4", fps=25.0, video_shape=(48, 64))
+    assert {f.name for f in files} == {"pose_dlc.h5", "pose_dlc.csv", "pose.slp", "pose.nwb"}
+    dlc = pd.read_hdf(tmp_path / "pose_dlc.h5")
+    assert list(dlc.columns.get_level_values("individuals").unique()) == ["track_1", "untracked_0", "untracked_1"]
+    assert dlc[("sipec", "track_1", "snout", "x")].tolist() == [10.0, 11.0]
+    assert dlc[("sipec", "untracked_0", "snout", "x")].tolist() == [20.0, 40.0]
+    assert dlc[("sipec", "untracked_1", "snout", "x")].iloc[0] == 30.0
+    assert np.isnan(dlc[("sipec", "untracked_1", "snout", "x")].iloc[1])
