@@ -91,15 +91,19 @@ def load_data(args: argparse.Namespace, input_size: tuple[int, int] | None,
         frames = parse_frames(args.frames)
     except ValueError as exc:
         raise CliError(f"--frames: {exc}") from exc
+    if args.save_derived and not args.video:
+        raise CliError("--save-derived: only with --video (it writes the masks derived from the videos)")
     try:
+        if (args.coco or args.via) and (not args.images or not args.images.is_dir()):
+            raise CliError(f"--images: directory not found: {args.images} (needed with --coco / --via)")
+        if args.coco and not args.coco.is_file():
+            raise CliError(f"--coco: file not found: {args.coco}")
+        if args.via and not args.via.is_file():
+            raise CliError(f"--via: file not found: {args.via}")
         prepared = _prepare_videos(args, frames)
         if input_size is None:
             input_size = input_size_for([record for record, _ in prepared])
-        if (args.coco or args.via) and (not args.images or not args.images.is_dir()):
-            raise CliError(f"--images: directory not found: {args.images} (needed with --coco / --via)")
         if args.coco:
-            if not args.coco.is_file():
-                raise CliError(f"--coco: file not found: {args.coco}")
             parts.append(load_coco(args.coco, args.images, input_size, args.max_instances, args.limit, frames,
                                    args.step))
         if args.via:
@@ -108,8 +112,6 @@ def load_data(args: argparse.Namespace, input_size: tuple[int, int] | None,
             from services.segnet.via import via_to_coco
             from sipec.data.coco import write_coco_instances
 
-            if not args.via.is_file():
-                raise CliError(f"--via: file not found: {args.via}")
             coco = via_to_coco(args.via, args.images, args.via_class_attribute)
             with tempfile.TemporaryDirectory() as tmp:
                 write_coco_instances(Path(tmp) / "via.json", coco)
@@ -119,6 +121,7 @@ def load_data(args: argparse.Namespace, input_size: tuple[int, int] | None,
             parts.append(load_synth(folder, input_size, args.max_instances, args.limit, frames, args.step))
         if args.flies:
             parts.append(load_flies(args.flies, input_size, args.step, frames, args.limit))
+        derived = []
         for record, kept in prepared:
             part = load_derived(kept, record.video, input_size, args.max_instances)
             print(f"segnet: {record.describe()}", flush=True)
@@ -127,6 +130,7 @@ def load_data(args: argparse.Namespace, input_size: tuple[int, int] | None,
                                "or set --area and --difference (or --derive threshold --intensity) by hand")
             if derivations is not None:
                 derivations.append(record)
+            derived.append((record, part))
             parts.append(part)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
@@ -138,8 +142,8 @@ def load_data(args: argparse.Namespace, input_size: tuple[int, int] | None,
     data = SegData.concat(parts)
     if len(data) == 0:
         raise CliError("the data sources hold no images (check --frames and --limit)")
-    if args.save_derived and prepared:
-        _save_derived(args.save_derived, data)
+    if args.save_derived:
+        _save_derived(args.save_derived, derived)
     return data
 
 
@@ -154,8 +158,9 @@ def _prepare_videos(args: argparse.Namespace, frames: slice | None) -> list:
     try:
         settings = DeriveSettings(
             method=args.derive, animals=args.animals,
-            intensity=parse_range(args.intensity, "--intensity") if args.intensity else None,
-            difference=args.difference, grow=args.grow, area=parse_range(args.area, "--area") if args.area else None)
+            intensity=parse_range(args.intensity, "intensity", "0:155") if args.intensity else None,
+            difference=args.difference, grow=args.grow,
+            area=parse_range(args.area, "area", "150:60000") if args.area else None)
         settings.validate()
     except ValueError as exc:
         field, _, problem = str(exc).partition(": ")
@@ -176,7 +181,7 @@ def _prepare_videos(args: argparse.Namespace, frames: slice | None) -> list:
 
 def input_size_for(derivations: list) -> tuple[int, int]:
     """The default input, or, when the --video animals would be shorter than ANIMAL_INPUT_PX there, the smallest
-    input (multiples of 32, longer side at most MAX_INPUT_SIDE, no larger than the frame) where they are not.
+    input (multiples of 32, longer side at most MAX_INPUT_SIDE, never smaller than the default) where they are not.
     Prints the choice and the reason."""
     import math
 
@@ -205,23 +210,22 @@ def input_size_for(derivations: list) -> tuple[int, int]:
     return size
 
 
-def _save_derived(path: Path, data: Any) -> None:
-    """The derived-mask images of `data` as COCO instances: video file_name (its name) and frame_index."""
+def _save_derived(path: Path, derived: list) -> None:
+    """The derived masks of each --video ((Derivation, its SegData) pairs) as COCO instances: the video's name as
+    file_name, and frame_index."""
     from sipec.data.coco import CocoInstances, image_entry, instance_annotation, make_category, write_coco_instances
     from sipec.geometry import decode_rle
 
-    coco = CocoInstances(categories=[make_category(1, data.class_names[0])],
+    coco = CocoInstances(categories=[make_category(1, "animal")],
                          info={"description": "instance masks DERIVED from videos by sipec train segnet --video; "
                                               "not ground truth"})
-    for source, (h, w), gt in zip(data.sources, data.frame_sizes, data.gt, strict=True):
-        if "(derived masks)" not in source:
-            continue
-        video, index = source.split(" ")[0].rsplit("#", 1)
-        image_id = len(coco.images) + 1
-        coco.images.append(image_entry(image_id, int(w), int(h), Path(video).name, frame_index=int(index)))
-        for cls, rle in gt:
-            coco.annotations.append(instance_annotation(decode_rle(rle), ann_id=len(coco.annotations) + 1,
-                                                        image_id=image_id, category_id=cls, rle=rle))
+    for record, part in derived:
+        for index, (h, w), gt in zip(record.kept, part.frame_sizes, part.gt, strict=True):
+            image_id = len(coco.images) + 1
+            coco.images.append(image_entry(image_id, int(w), int(h), record.video.name, frame_index=int(index)))
+            for cls, rle in gt:
+                coco.annotations.append(instance_annotation(decode_rle(rle), ann_id=len(coco.annotations) + 1,
+                                                            image_id=image_id, category_id=cls, rle=rle))
     path.parent.mkdir(parents=True, exist_ok=True)
     write_coco_instances(path, coco)
     print(f"segnet: derived masks of {len(coco.images)} frames written to {path}", flush=True)
@@ -391,9 +395,9 @@ def _evaluate_protocols(args: argparse.Namespace) -> dict[str, Any]:
     from sipec.cli import CliError
     from sipec.training import resolve_weights
 
-    input_size = _image_size(args.image_size)
     weights = resolve_weights(args.weights)
-    data = load_data(args, input_size)
+    data = load_data(args, _image_size(args.image_size) if args.image_size else None)
+    input_size = data.input_size
     out: dict[str, Any] = {}
 
     def trained_and_evaluated(train_idx: Any, test_idx: Any, label: str) -> dict[str, Any]:

@@ -72,6 +72,12 @@ class DeriveSettings:
             value = getattr(self, name)
             if value is not None and not 0 < value <= 255:
                 raise ValueError(f"{name}: must be in (0, 255], not {value}")
+            if value is not None and self.method != "background":
+                raise ValueError(f"{name}: only with the background method")
+        if self.intensity is not None and self.method != "threshold":
+            raise ValueError("intensity: only with the threshold method")
+        if self.grow is not None and self.difference is not None and self.grow >= self.difference:
+            raise ValueError(f"grow: must be below the difference level ({self.difference:g}), not {self.grow:g}")
         if self.area is not None and not 1 <= self.area[0] <= self.area[1]:
             raise ValueError(f"area: must be MIN:MAX with 1 <= MIN <= MAX, not {self.area}")
         if self.background_frames < 3:
@@ -95,7 +101,7 @@ class Derivation:
 
     def describe(self) -> str:
         s = self.settings
-        grown = f", grown into >= {s.grow:.0f}" if s.grow is not None and s.grow < s.difference else ""
+        grown = f", grown into >= {s.grow:.0f}" if s.grow is not None else ""
         how = (f"background subtraction (median of {s.background_frames} frames, colour difference >= "
                f"{s.difference:.0f}{grown})" if s.method == "background"
                else f"intensity {s.intensity[0]}..{s.intensity[1]}")
@@ -140,11 +146,9 @@ def _grey(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
 
-def estimate_background(video: Path, frames: int, count: int | None = None) -> np.ndarray:
-    """Per-pixel, per-channel median (HxWx3 float32) of `frames` frames spread over the whole video."""
-    indices = spread(count if count is not None else frame_count(video), frames)
-    rgbs = [rgb for _, rgb in read_frames(video, indices, what="the background estimate")]
-    return np.median(np.stack(rgbs), axis=0).astype(np.float32)
+def median_background(frames: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-pixel, per-channel median (HxWx3 float32) of RGB `frames`."""
+    return np.median(np.stack(frames), axis=0).astype(np.float32)
 
 
 def difference(rgb: np.ndarray, background: np.ndarray) -> np.ndarray:
@@ -168,7 +172,7 @@ def foreground(rgb: np.ndarray, settings: DeriveSettings, background: np.ndarray
     """uint8 0/1 foreground of one RGB frame, opened with a 3x3 square."""
     if settings.method == "background":
         diff = difference(rgb, background)
-        if settings.grow is None or settings.grow >= settings.difference:
+        if settings.grow is None:
             return cv2.morphologyEx((diff >= settings.difference).astype(np.uint8), cv2.MORPH_OPEN, _OPEN)
         grow = (diff >= settings.grow).astype(np.uint8)
         n, labels = cv2.connectedComponents(grow, connectivity=8)
@@ -219,22 +223,20 @@ def derive(video: Path, indices: Sequence[int], settings: DeriveSettings,
     video = Path(video)
     count = frame_count(video) if count is None else count
     indices = sorted({int(i) for i in indices})
-    background = None
-    if settings.method == "background":
-        background = estimate_background(video, settings.background_frames, count)
+    # one pass for every estimate: frames spread over the whole video
+    sample = [rgb for _, rgb in read_frames(video, spread(count, settings.background_frames), what="the estimates")]
+    background = median_background(sample) if settings.method == "background" else None
     estimated = settings
     if settings.method == "background" and settings.difference is None:
-        sample = [rgb for _, rgb in read_frames(video, spread(count, 10), what="the threshold estimate")]
-        otsu, floor = difference_levels(sample, background)
-        seed = max(otsu, floor)
-        estimated = replace(estimated, difference=round(seed, 1))
-    if settings.method == "background":
-        seed = estimated.difference
-        estimated = replace(estimated, grow=min(seed, settings.grow) if settings.grow is not None else seed)
-    sample = list(read_frames(video, spread(count, 30), what="the area estimate"))
+        otsu, floor = difference_levels([sample[i] for i in spread(len(sample), 10)], background)
+        estimated = replace(estimated, difference=round(max(otsu, floor), 1))
+    if estimated.grow is not None and estimated.grow >= estimated.difference:
+        raise ValueError(f"grow: must be below the difference level ({estimated.difference:g} here), "
+                         f"not {estimated.grow:g}")
+    sample = [sample[i] for i in spread(len(sample), 30)]
     if estimated.area is None:
         areas = []
-        for _, rgb in sample:
+        for rgb in sample:
             _, _, stats, _ = cv2.connectedComponentsWithStats(foreground(rgb, estimated, background), connectivity=8)
             areas.append([int(a) for a in stats[1:, cv2.CC_STAT_AREA]])
         try:
@@ -243,11 +245,11 @@ def derive(video: Path, indices: Sequence[int], settings: DeriveSettings,
             raise ValueError(f"{video}: {exc} ({settings.method} method); give the area (and intensity or "
                              "difference) by hand") from exc
     lengths = []
-    for _, rgb in sample:
+    for rgb in sample:
         masks = blobs(foreground(rgb, estimated, background), estimated.area)
         if len(masks) == estimated.animals:
             lengths += [max(b[2] - b[0], b[3] - b[1]) for b in (mask_box(m) for m in masks) if b is not None]
-    record = Derivation(video, estimated, frame_size=tuple(sample[0][1].shape[:2]) if sample else (0, 0),
+    record = Derivation(video, estimated, frame_size=tuple(sample[0].shape[:2]) if sample else (0, 0),
                         animal_length_px=float(np.median(lengths)) if lengths else 0.0)
 
     def run() -> Iterator[tuple[int, np.ndarray, list[np.ndarray]]]:
@@ -263,10 +265,10 @@ def derive(video: Path, indices: Sequence[int], settings: DeriveSettings,
     return record, run()
 
 
-def parse_range(text: str, what: str, cast: type = int) -> tuple[Any, Any]:
-    """'LO:HI' -> (LO, HI); ValueError naming `what` and the expected form."""
+def parse_range(text: str, what: str, example: str = "0:155") -> tuple[int, int]:
+    """'LO:HI' -> (LO, HI) integers; ValueError "`what`: ..." with the expected form."""
     try:
-        lo, hi = (cast(x) for x in text.split(":"))
+        lo, hi = (int(x) for x in text.split(":"))
     except ValueError:
-        raise ValueError(f"{what}: expected LO:HI (e.g. 0:155), got {text!r}") from None
+        raise ValueError(f"{what}: expected LO:HI (e.g. {example}), got {text!r}") from None
     return lo, hi

@@ -59,7 +59,7 @@ def _run(path, settings, indices=range(FRAMES)):
 def test_background_subtraction_finds_the_moving_animals_and_leaves_out_the_crossing(video):
     record, kept = _run(video, DeriveSettings(animals=2))
     s = record.settings
-    assert s.difference is not None and s.grow is not None and s.grow <= s.difference
+    assert s.difference is not None and s.grow is None and record.summary()["grow"] is None
     assert s.area[0] < 150 < s.area[1]                # the ellipses are about 190 px
     touching = [f for f in range(FRAMES) if (_truth(f)[0] & _truth(f)[1]).any()]
     near = [f for f in range(FRAMES) if np.linalg.norm(np.subtract(*_animals(f))) < 30]
@@ -115,6 +115,9 @@ def test_a_wrong_animal_count_keeps_nothing_and_says_why(video):
     (DeriveSettings(method="threshold", intensity=(200, 100)), "intensity: must be LO:HI"),
     (DeriveSettings(difference=300), "difference: must be in"),
     (DeriveSettings(area=(50, 10)), "area: must be MIN:MAX"),
+    (DeriveSettings(difference=30, grow=40), r"grow: must be below the difference level \(30\)"),
+    (DeriveSettings(method="threshold", intensity=(0, 100), difference=30), "difference: only with the background"),
+    (DeriveSettings(intensity=(0, 100)), "intensity: only with the threshold method"),
 ])
 def test_bad_settings_are_named(settings, message):
     with pytest.raises(ValueError, match=message):
@@ -126,9 +129,9 @@ def test_helpers():
     assert estimate_area([[400, 380, 30], [420, 10]], 2) == (100, 1600)
     with pytest.raises(ValueError, match="no foreground blobs"):
         estimate_area([[3, 5]], 1)
-    assert parse_range("0:155", "--intensity") == (0, 155)
-    with pytest.raises(ValueError, match="--area: expected LO:HI"):
-        parse_range("big", "--area")
+    assert parse_range("0:155", "intensity") == (0, 155)
+    with pytest.raises(ValueError, match=r"area: expected LO:HI \(e.g. 150:60000\)"):
+        parse_range("big", "area", "150:60000")
 
 
 def test_a_missing_or_broken_video_is_named(tmp_path):
@@ -169,11 +172,30 @@ def test_cli_errors_name_the_video_or_flag(video, tmp_path, capsys):
     assert main(["train", "segnet", "--video", str(video), "--derive", "threshold", "--out", out]) == 2
     assert "--intensity: the threshold method needs a range LO:HI" in capsys.readouterr().err
     assert main(["train", "segnet", "--video", str(video), "--area", "big", "--out", out]) == 2
-    assert "--area: expected LO:HI" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith("sipec train: error: --area: expected LO:HI (e.g. 150:60000)")
+    assert main(["train", "segnet", "--video", str(video), "--grow", "40", "--difference", "30", "--out", out]) == 2
+    assert "error: --grow: must be below the difference level (30)" in capsys.readouterr().err
+    assert main(["train", "segnet", "--video", str(video), "--coco", str(tmp_path / "c.json"), "--images",
+                 str(tmp_path), "--out", out]) == 2
+    assert "--coco: file not found" in capsys.readouterr().err       # named before any video is decoded
+    assert main(["train", "segnet", "--coco", str(tmp_path / "c.json"), "--images", str(tmp_path),
+                 "--save-derived", str(tmp_path / "d.json"), "--out", out]) == 2
+    assert "--save-derived: only with --video" in capsys.readouterr().err
     assert main(["train", "segnet", "--video", str(video), "--animals", "3", "--limit", "8", "--out", out]) == 2
     err = capsys.readouterr().err
     assert f"--video {video}: no frame has exactly 3 blob(s)" in err
     assert not (tmp_path / "repo").exists(), "nothing is exported"
+
+
+def test_video_frames_are_selected_then_spread():
+    from services.segnet.data import video_indices
+
+    assert video_indices(1000, None, 1, 300)[:3] == [0, 3, 7] and len(video_indices(1000, None, 1, 300)) == 300
+    assert video_indices(100, None, 1, 300) == list(range(100))
+    assert video_indices(100, slice(10, 20), 1, 300) == list(range(10, 20))
+    assert video_indices(100, slice(10, 20), 3, 300) == [10, 13, 16, 19]
+    assert video_indices(100, slice(10, 20), 3, 2) == [10, 19]
+    assert video_indices(100, slice(200, None), 1, 300) == []
 
 
 def test_input_size_follows_the_animals_length():
@@ -198,7 +220,7 @@ def test_train_segnet_from_a_video_alone(video, tmp_path, capsys):
     from services.segnet.data import load_coco
     from sipec.cli import main
 
-    repo, coco = tmp_path / "repo", tmp_path / "derived.json"
+    repo, coco = tmp_path / "repo", tmp_path / "with space" / "derived.json"
     assert main(["train", "segnet", "--video", str(video), "--animals", "2", "--limit", "12", "--epochs", "1",
                  "--batch-size", "4", "--out", str(repo), "--save-derived", str(coco)]) == 0
     out = capsys.readouterr().out
