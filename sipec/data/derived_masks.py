@@ -172,14 +172,13 @@ def foreground(rgb: np.ndarray, settings: DeriveSettings, background: np.ndarray
     """uint8 0/1 foreground of one RGB frame, opened with a 3x3 square."""
     if settings.method == "background":
         diff = difference(rgb, background)
-        if settings.grow is None:
-            return cv2.morphologyEx((diff >= settings.difference).astype(np.uint8), cv2.MORPH_OPEN, _OPEN)
-        grow = (diff >= settings.grow).astype(np.uint8)
-        n, labels = cv2.connectedComponents(grow, connectivity=8)
-        seeded = np.zeros(n, bool)
-        seeded[np.unique(labels[diff >= settings.difference])] = True
-        seeded[0] = False
-        fg = seeded[labels]
+        fg = diff >= settings.difference
+        if settings.grow is not None:          # the blobs of the fainter level that hold a pixel of fg
+            n, labels = cv2.connectedComponents((diff >= settings.grow).astype(np.uint8), connectivity=8)
+            seeded = np.zeros(n, bool)
+            seeded[np.unique(labels[fg])] = True
+            seeded[0] = False
+            fg = seeded[labels]
     else:
         grey = _grey(rgb)
         lo, hi = settings.intensity
@@ -234,19 +233,18 @@ def derive(video: Path, indices: Sequence[int], settings: DeriveSettings,
         raise ValueError(f"grow: must be below the difference level ({estimated.difference:g} here), "
                          f"not {estimated.grow:g}")
     sample = [sample[i] for i in spread(len(sample), 30)]
+    fgs = [foreground(rgb, estimated, background) for rgb in sample]
     if estimated.area is None:
-        areas = []
-        for rgb in sample:
-            _, _, stats, _ = cv2.connectedComponentsWithStats(foreground(rgb, estimated, background), connectivity=8)
-            areas.append([int(a) for a in stats[1:, cv2.CC_STAT_AREA]])
+        areas = [[int(a) for a in cv2.connectedComponentsWithStats(fg, connectivity=8)[2][1:, cv2.CC_STAT_AREA]]
+                 for fg in fgs]
         try:
             estimated = replace(estimated, area=estimate_area(areas, settings.animals))
         except ValueError as exc:
             raise ValueError(f"{video}: {exc} ({settings.method} method); give the area (and intensity or "
                              "difference) by hand") from exc
     lengths = []
-    for rgb in sample:
-        masks = blobs(foreground(rgb, estimated, background), estimated.area)
+    for fg in fgs:
+        masks = blobs(fg, estimated.area)
         if len(masks) == estimated.animals:
             lengths += [max(b[2] - b[0], b[3] - b[1]) for b in (mask_box(m) for m in masks) if b is not None]
     record = Derivation(video, estimated, frame_size=tuple(sample[0].shape[:2]) if sample else (0, 0),
