@@ -5,7 +5,10 @@ modules: [segnet, tracker, idnet, posenet, behavenet]   # any subset; segnet is 
 segnet: {min_score: 0.5, max_instances: 16}
 tracker: {matching: greedy, min_iou: 0.1, max_lost_frames: 10, identity_window: 25, interaction_dilation: 5,
           max_distance: 0, motion: kalman, animals: 0,   # animals: the known number of animals (0: unknown)
-          identity_evidence: restart}   # IdNet evidence afresh after each contact (apart, all)
+          identity_evidence: restart,   # IdNet evidence afresh after each contact (apart, all)
+          new_track_score: 0,   # least score of an instance that starts a track (0: automatic, from the tracked ones)
+          low_score: 0}         # ByteTrack: SegNet instances from this score up to segnet.min_score only continue
+                                # tracks (0: off)
 estimate_3d: true            # when the tracker serves a depth model
 outputs: {annotated_video: true, pose: true, ethogram: true, density: true}
 chunk_frames: 200            # rows are checkpointed every this many frames (resume granularity)
@@ -28,7 +31,7 @@ from orchestrator.pipeline import MODULE_ORDER, PipelineOptions
 
 OUTPUTS = ("annotated_video", "pose", "ethogram", "density")
 TRACKER_KEYS = ("matching", "min_iou", "max_lost_frames", "identity_window", "interaction_dilation", "max_distance",
-                "motion", "animals", "identity_evidence")
+                "motion", "animals", "identity_evidence", "new_track_score", "low_score")
 
 
 class ConfigError(ValueError):
@@ -40,7 +43,8 @@ class PipelineConfig:
     modules: tuple[str, ...] = MODULE_ORDER
     min_score: float = 0.5
     max_instances: int = 16
-    tracker: dict[str, Any] = field(default_factory=dict)
+    tracker: dict[str, Any] = field(default_factory=dict)   # TrackerOptions fields
+    low_score: float = 0.0
     estimate_3d: bool = True
     outputs: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(OUTPUTS, True))
     chunk_frames: int = 200
@@ -52,6 +56,7 @@ class PipelineConfig:
     def pipeline_options(self) -> PipelineOptions:
         return PipelineOptions(modules=self.modules, min_score=self.min_score, max_instances=self.max_instances,
                                max_frames_in_flight=self.max_frames_in_flight, tracker=dict(self.tracker),
+                               low_score=self.low_score,
                                estimate_3d=self.estimate_3d, timeout_s=self.timeout_s)
 
 
@@ -115,7 +120,14 @@ def parse_config(data: dict[str, Any], source: str = "config") -> PipelineConfig
             _expect(f"{source}: tracker.{key}", trk[key], (int, float))
             if trk[key] < 0:
                 raise ConfigError(f"{source}: tracker.{key} must be >= 0, got {trk[key]}")
-    cfg.tracker = dict(trk)
+    for key in ("new_track_score", "low_score"):
+        if key in trk:
+            _expect(f"{source}: tracker.{key}", trk[key], (int, float))
+            if not 0 <= trk[key] <= 1:
+                zero = "automatic" if key == "new_track_score" else "off"
+                raise ConfigError(f"{source}: tracker.{key} must be in [0, 1] (0: {zero}), got {trk[key]}")
+    cfg.tracker = {k: v for k, v in trk.items() if k != "low_score"}
+    cfg.low_score = float(trk.get("low_score", 0.0))
     if "estimate_3d" in data:
         cfg.estimate_3d = _expect(f"{source}: estimate_3d", data["estimate_3d"], bool)
     outs = data.get("outputs", {}) or {}

@@ -79,8 +79,23 @@ class PipelineOptions:
     max_instances: int = 16
     max_frames_in_flight: int = 64
     tracker: dict[str, Any] = field(default_factory=dict)   # TrackerOptions fields
+    low_score: float = 0.0          # ByteTrack's second pass: instances from here to min_score continue tracks
     estimate_3d: bool = True
     timeout_s: float = 120.0
+
+    @property
+    def second_pass(self) -> bool:
+        """Whether SegNet is asked for instances below min_score, for the tracker to continue tracks with."""
+        return "tracker" in self.modules and 0 < self.low_score < self.min_score
+
+    @property
+    def segnet_min_score(self) -> float:
+        return self.low_score if self.second_pass else self.min_score
+
+    def tracker_options(self) -> Any:
+        """The TrackerOptions of a stream: the pipeline's tracker section, and segnet.min_score as the tracker's
+        line between high- and low-score instances."""
+        return tracker_pb2.TrackerOptions(**self.tracker, min_score=self.min_score)
 
 
 @dataclass
@@ -257,7 +272,7 @@ class VideoPipeline:
                             self._lock.wait(0.1)
                         inflight[frame.index] = frame
                     self._seg.send(segnet_pb2.SegmentRequest(
-                        image=image_to_proto(frame.image), min_score=o.min_score, max_instances=o.max_instances,
+                        image=image_to_proto(frame.image), min_score=o.segnet_min_score, max_instances=o.max_instances,
                         frame=common_pb2.FrameRef(index=frame.index, time_s=frame.time_s)))
             except BaseException as exc:  # noqa: BLE001
                 feeder_error.append(exc)
@@ -318,7 +333,7 @@ class VideoPipeline:
         for index, instances in replay:
             req = tracker_pb2.TrackRequest(frame=common_pb2.FrameRef(index=index), instances=instances)
             if self._track_a.sent == 0:
-                req.options.CopyFrom(tracker_pb2.TrackerOptions(**self.o.tracker))
+                req.options.CopyFrom(self.o.tracker_options())
             self._track_a.send(req)
             resp = self._track_a.recv(timeout_s=self.o.timeout_s)
             if resp is not None and resp.HasField("error"):
@@ -340,7 +355,7 @@ class VideoPipeline:
         if self._track_a is not None:
             req = tracker_pb2.TrackRequest(frame=ref, instances=[a.proto for a in state.animals])
             if self._track_a.sent == 0:
-                req.options.CopyFrom(tracker_pb2.TrackerOptions(**self.o.tracker))
+                req.options.CopyFrom(self.o.tracker_options())
             self._track_a.send(req)
             tr = self._track_a.recv(timeout_s=self.o.timeout_s)
             if tr is None:
@@ -351,6 +366,10 @@ class VideoPipeline:
             for t in tr.instances:
                 state.animals[t.index].track_id = t.track_id
             state.interactions = list(tr.interactions)
+            if self.o.second_pass:   # low-score instances that continued no track are not animals
+                state.animals = [a for a in state.animals if a.track_id or a.proto.score >= self.o.min_score]
+                for k, a in enumerate(state.animals):
+                    a.index = k
         with self._lock:
             self._states[frame.index] = state
             if self._next_emit is None:
@@ -514,7 +533,7 @@ class VideoPipeline:
             identities=[a.identity_probs if a.identity_probs is not None else common_pb2.Probabilities()
                         for a in animals])
         if self._track_b.sent == 0:
-            req.options.CopyFrom(tracker_pb2.TrackerOptions(**self.o.tracker))
+            req.options.CopyFrom(self.o.tracker_options())
         self._track_b.send(req)
         resp = self._track_b.recv(timeout_s=self.o.timeout_s)
         if resp is not None and resp.HasField("error"):

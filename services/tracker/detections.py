@@ -27,6 +27,13 @@ class Detection:
     area: float
     rle: dict | None = None
     preset_track: int = 0   # > 0: the client already knows the track (second pass); no matching
+    score: float = 1.0      # the detector's confidence; below the tracker's min_score: a low-score instance
+
+    @property
+    def length(self) -> float:
+        """The animal's length, estimated by its box's longer side (0.7-1x the length of an elongated animal at any
+        angle; the diameter of a round one): the scale of how far it can move between frames."""
+        return max(self.box[2] - self.box[0], self.box[3] - self.box[1], 1.0)
 
     @property
     def frame_size(self) -> tuple[int, int] | None:
@@ -76,16 +83,17 @@ def detection_from_instance(inst: InstanceData, position: int, field: str = "ins
     name = f"{field}[{position}]"
     com = inst.com if inst.com is not None and all(np.isfinite(inst.com)) else None
     preset = int(inst.track_id or 0)
+    score = float(inst.score) if inst.score is not None and np.isfinite(inst.score) else 1.0
     if preset < 0:
         raise InvalidInput(f"{name}.track_id must be >= 0 (0 = not tracked yet), got {preset}")
     if inst.rle is not None:
         det = detection_from_rle(position, inst.rle, com=com, box=inst.box)
         if det.area <= 0:
             raise InvalidInput(f"{name}.mask is empty (0 pixels); send only instances that were found")
-        return dataclasses.replace(det, preset_track=preset) if preset else det
+        return dataclasses.replace(det, preset_track=preset, score=score)
     if inst.box is not None:
         if inst.box[2] <= inst.box[0] or inst.box[3] <= inst.box[1]:
             raise InvalidInput(f"{name}.box is empty {inst.box}; an instance needs a mask or a non-empty box")
         det = detection_from_box(position, inst.box, com=com)
-        return dataclasses.replace(det, preset_track=preset) if preset else det
+        return dataclasses.replace(det, preset_track=preset, score=score)
     raise InvalidInput(f"{name}: needs a mask (or at least a box) to be tracked")

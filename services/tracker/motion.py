@@ -3,8 +3,9 @@
 Modern multi-object trackers (SORT, ByteTrack, OC-SORT) match detections to where each track is predicted to
 be, not to where it was last seen: an animal that moves more than its own width between frames (fish, flies,
 mice running) no longer overlaps its last mask, and a track lost for a few frames is looked for where it was
-going. The state is (x, y, vx, vy) in frame pixels; noise scales with the animal's size (the square root of its
-mask area), so the same settings suit a 30-pixel fly and a 300-pixel mouse. Prediction through a gap stops
+going. The state is (x, y, vx, vy) in frame pixels; noise scales with the animal's size (its length, the longer
+side of its box: an animal moves by lengths, and a fish is about 2.5 times longer than the square root of its area),
+so the same settings suit a 30-pixel fly and a 300-pixel mouse. Prediction through a gap stops
 extrapolating after `MAX_EXTRAPOLATE` frames (an animal does not keep going in a straight line for long).
 
 Pure numpy, deterministic: the same sequence of updates gives the same state (a resume replays them).
@@ -17,9 +18,9 @@ import math
 import numpy as np
 
 MAX_EXTRAPOLATE = 5        # frames of constant-velocity prediction through a gap, at most
-MEASUREMENT_STD = 0.05     # x body size: how far a mask's centre of mass may sit from the true centre
-ACCELERATION_STD = 0.1     # x body size per frame^2: how fast an animal may change speed
-INITIAL_SPEED_STD = 1.0    # x body size per frame: the speed of a new track is unknown
+MEASUREMENT_STD = 0.05     # x body length: how far a mask's centre of mass may sit from the true centre
+ACCELERATION_STD = 0.1     # x body length per frame^2: how fast an animal may change speed
+INITIAL_SPEED_STD = 1.0    # x body length per frame: the speed of a new track is unknown
 
 
 class CentreFilter:

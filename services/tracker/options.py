@@ -47,6 +47,8 @@ class TrackerOptions:
     motion: str = TRACKER_DEFAULTS["motion"]
     animals: int = TRACKER_DEFAULTS["animals"]
     identity_evidence: str = TRACKER_DEFAULTS["identity_evidence"]
+    min_score: float = TRACKER_DEFAULTS["min_score"]
+    new_track_score: float = TRACKER_DEFAULTS["new_track_score"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,8 @@ class TrackerLimits:
 def resolve_options(matching: str = "", min_iou: float = 0.0, max_lost_frames: int = 0, identity_window: int = 0,
                     interaction_dilation: int = 0, max_distance: float = 0.0, limits: TrackerLimits | None = None,
                     field: str = "options", motion: str = "", animals: int = 0,
-                    identity_evidence: str = "") -> TrackerOptions:
+                    identity_evidence: str = "", min_score: float = 0.0,
+                    new_track_score: float = 0.0) -> TrackerOptions:
     """Options from TrackerOptions-style values (0 / "" = default), checked against `limits`.
 
     Raises InvalidInput naming the field (e.g. ``options.matching``) and what is allowed.
@@ -104,16 +107,23 @@ def resolve_options(matching: str = "", min_iou: float = 0.0, max_lost_frames: i
     if not (0.0 <= max_distance <= limits.max_distance):
         raise InvalidInput(f"{field}.max_distance must be 0 (off) to {limits.max_distance:g} pixels, "
                            f"not {max_distance}")
+    if not (0.0 <= min_score <= 1.0):
+        raise InvalidInput(f"{field}.min_score must be in [0, 1] (0: every instance starts or continues tracks), "
+                           f"not {min_score}")
+    if not (0.0 <= new_track_score <= 1.0):
+        raise InvalidInput(f"{field}.new_track_score must be in [0, 1] (0: automatic), not {new_track_score}")
     return TrackerOptions(matching=matching, min_iou=min_iou or default.min_iou,
                           max_lost_frames=max_lost_frames or default.max_lost_frames,
                           identity_window=identity_window or default.identity_window,
                           interaction_dilation=interaction_dilation or default.interaction_dilation,
                           max_distance=float(max_distance), motion=motion, animals=int(animals),
-                          identity_evidence=evidence)
+                          identity_evidence=evidence, min_score=float(min_score),
+                          new_track_score=float(new_track_score))
 
 
 def options_from_proto(msg, limits: TrackerLimits | None = None) -> TrackerOptions:
     """TrackerOptions from the ``sipec.v1.TrackerOptions`` message of a stream's first request."""
     return resolve_options(msg.matching, float(msg.min_iou), int(msg.max_lost_frames), int(msg.identity_window),
                            int(msg.interaction_dilation), float(msg.max_distance), limits, motion=msg.motion,
-                           animals=int(msg.animals), identity_evidence=msg.identity_evidence)
+                           animals=int(msg.animals), identity_evidence=msg.identity_evidence,
+                           min_score=float(msg.min_score), new_track_score=float(msg.new_track_score))

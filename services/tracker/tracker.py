@@ -1,25 +1,31 @@
 """`StreamTracker`: the tracking state of one video, fed one frame at a time.
 
 Per frame: check the frame order and the input; match instances to the tracks seen in the last
-`max_lost_frames + 1` frames, in up to three stages:
+`max_lost_frames + 1` frames, in up to four stages:
 
 1. overlap: mask IoU with each track's last appearance; with `motion: kalman` (default), for a track predicted
    to have moved, the larger of that and the box IoU with its last box moved to the predicted centre; greedy or
    Hungarian;
 2. distance: what is left, by the distance from each instance's centre to each left-over track's predicted
    centre (Hungarian), within `max_distance` pixels, or with `max_distance` 0 and `motion: kalman` within a gate
-   that grows with the animal's size, speed and the frames it has been lost (re-identification within a gap);
+   that grows with the animal's length, speed and the frames it has been lost (re-identification within a gap);
+   stages 1 and 2 take the instances scored at least `min_score` (all of them with the default 0);
+2b. low-score instances (below `min_score`, ByteTrack's second pass): overlap (IoU >= 0.5) with the tracks still
+   left over; they never start a track;
 3. known number of animals (`animals: N`): tracks never end, at most N are started, and an instance still left
    goes to the nearest lost track whatever the distance (fragments stitched); instances beyond N in a frame
    stay without a track (track id 0).
 
-Then new tracks start for the rest; identity probabilities are smoothed along each track and each animal in the
-frame gets one identity (none used twice); interacting pairs are listed. A frame that fails any check changes
-nothing (the error is raised before the state is touched), so a stream can go on after a bad frame.
+Then new tracks start for the rest that score at least the new-track score (`new_track_score`, or automatically
+the 10th percentile of the scores of the instances that continued tracks so far: a detector's doubtful false
+positives do not start tracks); the others stay untracked in that frame. Identity probabilities are smoothed along
+each track and each animal in the frame gets one identity (none used twice); interacting pairs are listed. A frame
+that fails any check changes nothing (the error is raised before the state is touched), so a stream can go on
+after a bad frame.
 
 The state is bounded: at most `limits.max_tracks` live tracks (a frame that would exceed it raises
 TooLarge, RESOURCE_EXHAUSTED), each with one last appearance and at most `identity_window` probability
-vectors; tracks lost for longer than the look-back are forgotten.
+vectors, and a 100-bin histogram of scores; tracks lost for longer than the look-back are forgotten.
 """
 
 from __future__ import annotations
@@ -38,10 +44,14 @@ from services.tracker.options import TrackerLimits, TrackerOptions
 from sipec.geometry import animals_apart, box_iou, decode_rle
 from sipec.serving.errors import InvalidInput, TooLarge
 
-GATE_BODY = 1.0            # distance gate (motion: kalman, max_distance 0): this many body sizes, plus ...
+GATE_BODY = 1.0            # distance gate (motion: kalman, max_distance 0): this many body lengths, plus ...
 GATE_SIGMAS = 3.0          # ... this many standard deviations of the predicted centre (Kalman covariance)
 APART_MARGIN = 0.1         # identity_evidence "apart": boxes widened by this x their longer side, then masks, meet
-MOVED = 0.1                # body sizes: a track predicted to move further is also matched by its moved box
+LOW_SCORE_MIN_IOU = 0.5    # ByteTrack's second pass: a low-score instance continues a track it overlaps this much
+SCORE_BINS = 100           # the automatic new-track score: scores of continuing instances in bins of 0.01 ...
+BIRTH_PERCENTILE = 10.0    # ... a new track needs at least this percentile of them (the lower edge of its bin) ...
+BIRTH_MIN_SAMPLES = 50     # ... once there are this many (before: min_score)
+MOVED = 0.1                # body lengths: a track predicted to move further is also matched by its moved box
 
 
 @dataclass
@@ -58,7 +68,7 @@ class Track:
         return self.motion.predict(frame) if self.motion is not None else self.last.com
 
     def observe(self, det: Detection, frame: int) -> None:
-        size = det.area ** 0.5
+        size = det.length
         if self.motion is None:
             self.motion = CentreFilter(det.com, frame, size)
         else:
@@ -96,6 +106,21 @@ class StreamTracker:
         self.frame_size: tuple[int, int] | None = None
         self._next_id = 1
         self.joined = 0      # instances given to a lost track by stage 3 (known number of animals)
+        self._continued = np.zeros(SCORE_BINS, np.int64)   # histogram of the scores of instances continuing tracks
+
+    def new_track_score(self) -> float:
+        """The least score of an instance that starts a track: `new_track_score` when set; else (automatic) the
+        BIRTH_PERCENTILE-th percentile of the scores of the instances that continued tracks so far (once there are
+        BIRTH_MIN_SAMPLES), so that a detection scored like the tracked animals starts a track and the detector's
+        less certain false positives do not, whatever the detector's calibration; never below `min_score`."""
+        opts = self.options
+        if opts.new_track_score > 0:
+            return max(opts.new_track_score, opts.min_score)
+        total = int(self._continued.sum())
+        if total < BIRTH_MIN_SAMPLES:
+            return opts.min_score
+        k = int(np.searchsorted(np.cumsum(self._continued), BIRTH_PERCENTILE / 100 * total))  # first bin reaching it
+        return max(opts.min_score, k / SCORE_BINS)
 
     # ------------------------------------------------------------------ checks (no state change)
     def _check_frame(self, frame: int, dets: Sequence[Detection]) -> None:
@@ -163,41 +188,32 @@ class StreamTracker:
         live = {tid: t for tid, t in self.tracks.items()
                 if opts.animals or frame - t.last_frame - 1 <= opts.max_lost_frames}
         ended = sorted(set(self.tracks) - set(live))
-        kalman = opts.motion == "kalman"
         cand = [t for t in sorted(live) if t not in det_track.values()]
         free = [i for i in range(len(dets)) if i not in det_track]
-        iou = iou_matrix([dets[i] for i in free], [live[t].last for t in cand])
-        if kalman and iou.size:   # 1. for a track predicted to have moved: overlap with its box moved there too
-            for c, t in enumerate(cand):
-                track, centre = live[t], live[t].predicted(frame)
-                shift = np.hypot(centre[0] - track.last.com[0], centre[1] - track.last.com[1])
-                if shift > MOVED * track.last.area ** 0.5:   # a still animal is matched by its mask alone
-                    moved = _moved_box(track.last, centre)
-                    iou[:, c] = np.maximum(iou[:, c], [box_iou(dets[i].box, moved) for i in free])
-        recency = np.array([frame - live[t].last_frame for t in cand], dtype=np.float64)
-        for r, c in assign(iou, opts.matching, opts.min_iou, recency):
-            det_track[free[r]] = cand[c]
-        if opts.max_distance > 0 or kalman:   # 2. distance to the predicted centres of the tracks left over
-            rest_d = [i for i in range(len(dets)) if i not in det_track]
-            rest_t = [t for t in cand if t not in det_track.values()]
-            gates = [opts.max_distance or self._gate(live[t], frame) for t in rest_t]
-            for r, c in distance_assignment([dets[i].com for i in rest_d], [live[t].predicted(frame) for t in rest_t],
-                                            gates):
-                det_track[rest_d[r]] = rest_t[c]
-        untracked: list[int] = []
+        high = [i for i in free if dets[i].score >= opts.min_score]
+        low = [i for i in free if dets[i].score < opts.min_score]
+        det_track.update(self._associate(frame, dets, high, cand, live))      # 1 and 2
+        if low:   # 2b. ByteTrack's second pass: low-score instances continue the tracks still left over
+            det_track.update(self._associate(frame, dets, low, [t for t in cand if t not in det_track.values()],
+                                             live, LOW_SCORE_MIN_IOU))
+        # instances that may start a track: high-score ones left over that score like the animals tracked so far
+        birth = self.new_track_score()
+        left = [i for i in high if i not in det_track]
+        may_start = [i for i in left if dets[i].score >= birth]
+        unmatched = may_start
         joined = 0
         if opts.animals:   # 3. at most N tracks; what is left goes to the nearest lost track
             known = set(self.tracks) | set(det_track.values())    # with ids preset in this frame (a replay)
-            room = max(0, opts.animals - len(known))                # the first `room` left start new tracks
-            beyond = [i for i in range(len(dets)) if i not in det_track][room:]
+            room = max(0, opts.animals - len(known))                # the first `room` that may start, start
+            unmatched = may_start[:room]
+            beyond = [i for i in left if i not in unmatched]
             lost = [t for t in sorted(live) if t not in det_track.values()]
             pairs = distance_assignment([dets[i].com for i in beyond], [live[t].predicted(frame) for t in lost],
                                         float("inf"))
             for r, c in pairs:
                 det_track[beyond[r]] = lost[c]
             joined = len(pairs)
-            untracked = [i for i in beyond if i not in det_track]
-        unmatched = [i for i in range(len(dets)) if i not in det_track and i not in untracked]
+        # the rest stay without a track (id 0): beyond N animals, scored too low to start one, low-score ones left over
         if len(live) + len(unmatched) > self.limits.max_tracks:
             raise TooLarge(f"this frame would need {len(live) + len(unmatched)} live tracks, more than this server's "
                            f"limit max_tracks={self.limits.max_tracks} per stream (tracks end after "
@@ -225,6 +241,9 @@ class StreamTracker:
                 t = self.tracks[tid] = Track(tid, dets[i], frame, frame)
             t.observe(dets[i], frame)
         self.joined += joined
+        for i, tid in det_track.items():   # the scores of instances that continued a track (a replay sends the same)
+            if tid not in new_tracks:
+                self._continued[min(max(int(dets[i].score * SCORE_BINS), 0), SCORE_BINS - 1)] += 1
         self.identity_names = names
         self.last_frame = frame
         if self.frame_size is None:
@@ -240,12 +259,39 @@ class StreamTracker:
                                    opts.interaction_dilation)
         return FrameResult(frame, out, events, new_tracks, ended)
 
+    def _associate(self, frame: int, dets: Sequence[Detection], rows: list[int], cand: list[int],
+                   live: dict[int, Track], overlap_only: float = 0.0) -> dict[int, int]:
+        """Stages 1 (overlap) and 2 (distance to the predicted centres) for instances `rows` and tracks `cand`:
+        {instance: track}. `overlap_only` > 0: stage 1 alone, with this least overlap (ByteTrack's second pass)."""
+        opts = self.options
+        kalman = opts.motion == "kalman"
+        out: dict[int, int] = {}
+        iou = iou_matrix([dets[i] for i in rows], [live[t].last for t in cand])
+        if kalman and iou.size:   # 1. for a track predicted to have moved: overlap with its box moved there too
+            for c, t in enumerate(cand):
+                track, centre = live[t], live[t].predicted(frame)
+                shift = np.hypot(centre[0] - track.last.com[0], centre[1] - track.last.com[1])
+                if shift > MOVED * track.last.length:   # a still animal is matched by its mask alone
+                    moved = _moved_box(track.last, centre)
+                    iou[:, c] = np.maximum(iou[:, c], [box_iou(dets[i].box, moved) for i in rows])
+        recency = np.array([frame - live[t].last_frame for t in cand], dtype=np.float64)
+        for r, c in assign(iou, opts.matching, overlap_only or opts.min_iou, recency):
+            out[rows[r]] = cand[c]
+        if not overlap_only and (opts.max_distance > 0 or kalman):   # 2. distance to the predicted centres
+            rest_d = [i for i in rows if i not in out]
+            rest_t = [t for t in cand if t not in out.values()]
+            gates = [opts.max_distance or self._gate(live[t], frame) for t in rest_t]
+            for r, c in distance_assignment([dets[i].com for i in rest_d], [live[t].predicted(frame) for t in rest_t],
+                                            gates):
+                out[rest_d[r]] = rest_t[c]
+        return out
+
     @staticmethod
     def _gate(track: Track, frame: int) -> float:
-        """How far from its predicted centre a track's animal may be found: a body size plus three standard
+        """How far from its predicted centre a track's animal may be found: a body length plus three standard
         deviations of the prediction (large while the track's speed is unknown and as frames are lost)."""
         if track.motion is None:
-            return track.last.area ** 0.5 * GATE_BODY
+            return track.last.length * GATE_BODY
         return track.motion.size * GATE_BODY + GATE_SIGMAS * track.motion.position_std(frame)
 
     def _identities(self, frame: int, dets: Sequence[Detection], det_track: dict[int, int],

@@ -14,4 +14,6 @@ TRACKER_DEFAULTS = {
     "motion": "kalman",
     "animals": 0,
     "identity_evidence": "restart",
+    "min_score": 0.0,
+    "new_track_score": 0.0,
 }

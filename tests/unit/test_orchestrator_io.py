@@ -107,18 +107,27 @@ def test_config_validation_names_the_key(tmp_path):
                          ({"tracker": {"animals": 2.5}}, "tracker.animals: expected int"),
                          ({"tracker": {"max_distance": "far"}}, "tracker.max_distance"),
                          ({"tracker": {"identity_evidence": "vote"}}, "apart, restart or all"),
+                         ({"tracker": {"low_score": 1.5}}, r"tracker.low_score must be in \[0, 1\] \(0: off\)"),
+                         ({"tracker": {"new_track_score": "x"}}, "tracker.new_track_score: expected"),
                          ({"chunk_frames": 0}, "chunk_frames: must be positive")]:
         with pytest.raises(ConfigError, match=message):
             parse_config(bad, "p.yaml")
     every = {"matching": "greedy", "min_iou": 0.2, "max_lost_frames": 5, "identity_window": 9,
              "interaction_dilation": 3, "max_distance": 40.0, "motion": "none", "animals": 8,
-             "identity_evidence": "apart"}
-    assert parse_config({"tracker": every}).pipeline_options().tracker == every   # every TrackerOptions field
+             "identity_evidence": "apart", "new_track_score": 0.8}
+    options = parse_config({"tracker": {**every, "low_score": 0.1}, "segnet": {"min_score": 0.6}}).pipeline_options()
+    assert options.tracker == every   # every TrackerOptions field
+    assert options.low_score == 0.1 and options.segnet_min_score == 0.1   # SegNet asked down to low_score
     from services.tracker.options import options_from_proto
     from sipec.v1 import tracker_pb2
 
-    assert set(every) == set(tracker_pb2.TrackerOptions.DESCRIPTOR.fields_by_name)   # no proto field left out
-    assert options_from_proto(tracker_pb2.TrackerOptions(**every)).identity_evidence == "apart"
+    # no proto field left out: min_score is segnet.min_score, the line between high- and low-score instances
+    assert set(every) | {"min_score"} == set(tracker_pb2.TrackerOptions.DESCRIPTOR.fields_by_name)
+    sent = options_from_proto(options.tracker_options())
+    assert sent.identity_evidence == "apart" and sent.min_score == pytest.approx(0.6)
+    assert sent.new_track_score == pytest.approx(0.8)
+    off = parse_config({"segnet": {"min_score": 0.6}}).pipeline_options()
+    assert not off.second_pass and off.segnet_min_score == 0.6
     path = tmp_path / "p.yaml"
     path.write_text("modules: [segnet\n")
     with pytest.raises(ConfigError, match="p.yaml: not valid YAML"):

@@ -151,7 +151,7 @@ def test_distance_stage_resumes_an_animal_that_reappears_elsewhere():
             results[motion, max_distance]) + 1
     assert results["none", 0.0] == [3, 2]       # IoU only (the paper): a new track
     assert results["none", 40.0] == [1, 2]      # the second stage finds the lost track 30 pixels away
-    # motion: the automatic gate (a body size, 17 px for the 288-pixel mask, plus 3 standard deviations of the
+    # motion: the automatic gate (a body length, 24 px for the 24 x 12 mask, plus 3 standard deviations of the
     # predicted centre, which grow over the 5 frames lost) finds it too; a
     # fixed max_distance replaces the automatic gate
     assert results["kalman", 0.0] == [1, 2] and results["kalman", 20.0] == [3, 2]
