@@ -8,7 +8,8 @@ on mask IoU (pairs below `--iou` 0.5 do not match). Then:
 - segnet: mask AP@0.5 and AP@[.5:.95] by pycocotools' COCOeval (result rows as scored detections),
   precision and recall of the rows at IoU 0.5, mean IoU of the matches;
 - tracker: CLEAR MOT and IDF1 of the track ids (services.tracker.mot), ground-truth tracks being the
-  animals' identities;
+  animals' identities; a row without a track (id 0) counts as a one-frame track of its own, linked to nothing, and
+  `hyp_tracks` counts the track ids only (`untracked_rows` the others);
 - idnet: accuracy of the identity name of every matched row (rows without an identity count as wrong),
   and IDF1 when the identity names are used as track ids;
 - posenet: for matched rows and keypoints visible in the ground truth: mean and median error in pixels,
@@ -63,6 +64,8 @@ def score_analysis(results: Path, synth: Path, frames: tuple[int, int | None] = 
         dets: list[dict[str, Any]] = []
         ious: list[float] = []
         n_gt = n_hyp = 0
+        tracked: set[int] = set()
+        untracked = 0
         id_right = id_total = 0
         kp_err: list[float] = []
         kp_diag: list[float] = []
@@ -100,8 +103,15 @@ def score_analysis(results: Path, synth: Path, frames: tuple[int, int | None] = 
             gt_dets = [(g.identity, det(rle, g.box, g.com)) for g, rle in zip(gts, gt_rles, strict=True)]
             hyp_dets = [det(rle, (r["x1"], r["y1"], r["x2"], r["y2"]), (r["com_x"], r["com_y"]))
                         for r, rle in zip(rows, hyp_rles, strict=True)]
-            mot.update(gt_dets, [(int(r["track_id"]) or -(k + 1), d)
-                                 for k, (r, d) in enumerate(zip(rows, hyp_dets, strict=True))])
+            hyps = []
+            for r, d in zip(rows, hyp_dets, strict=True):
+                if int(r["track_id"] or 0) > 0:
+                    tracked.add(int(r["track_id"]))
+                    hyps.append((int(r["track_id"]), d))
+                else:   # an instance without a track links to nothing: an id of its own
+                    untracked += 1
+                    hyps.append((-untracked, d))
+            mot.update(gt_dets, hyps)
             if mot_id is not None:
                 named = [(r["identity"], d) for r, d in zip(rows, hyp_dets, strict=True) if r.get("identity")]
                 if len({n for n, _ in named}) == len(named):
@@ -129,7 +139,8 @@ def score_analysis(results: Path, synth: Path, frames: tuple[int, int | None] = 
         seg.update(precision=len(ious) / n_hyp if n_hyp else 0.0, recall=len(ious) / n_gt if n_gt else 0.0,
                    mean_iou=float(np.mean(ious)) if ious else 0.0, gt_instances=n_gt, detections=n_hyp)
         out["segnet"] = seg
-        out["tracker"] = mot.result().to_dict()
+        # tracks: the track ids the analysis gave (rows without a track are not tracks)
+        out["tracker"] = {**mot.result().to_dict(), "hyp_tracks": len(tracked), "untracked_rows": untracked}
         if has_id:
             out["idnet"] = {"accuracy": id_right / id_total if id_total else 0.0, "matched": id_total,
                             **({"idf1_by_identity": mot_id.result().idf1} if mot_id is not None else {})}

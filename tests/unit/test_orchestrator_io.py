@@ -261,3 +261,28 @@ def test_pose_files_name_each_individual_once_and_untracked_instances_by_their_r
     assert dlc[("sipec", "untracked_0", "snout", "x")].tolist() == [20.0, 40.0]
     assert dlc[("sipec", "untracked_1", "snout", "x")].iloc[0] == 30.0
     assert np.isnan(dlc[("sipec", "untracked_1", "snout", "x")].iloc[1])
+
+
+def test_rows_without_a_track_are_not_tracks_in_the_analysis_scores(clip, tmp_path):
+    """`sipec evaluate analysis`: an instance without a track (id 0) links to nothing, so it is neither counted as a
+    track nor joined with the other untracked rows of the video into one."""
+    from orchestrator.score import score_analysis
+    from sipec.synth.reader import SynthDataset
+
+    rows = []
+    with SynthDataset(clip.parent) as ds:
+        names = sorted({g.identity for g in ds.instances(0)})
+        for f in range(ds.num_frames):
+            for g in ds.instances(f):
+                track = names.index(g.identity) + 1
+                if track == 2 and 10 <= f < 20:
+                    track = 0                           # the tracker left this animal untracked for 10 frames
+                counts = g.rle["counts"]
+                rows.append({"frame": f, "track_id": track, "score": 0.9, "x1": g.box[0], "y1": g.box[1],
+                             "x2": g.box[2], "y2": g.box[3], "com_x": g.com[0], "com_y": g.com[1],
+                             "mask_height": g.rle["size"][0], "mask_width": g.rle["size"][1],
+                             "mask_rle": counts.decode() if isinstance(counts, bytes) else counts})
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "results.parquet")
+    t = score_analysis(tmp_path, clip.parent)["tracker"]
+    assert (t["gt_tracks"], t["hyp_tracks"], t["untracked_rows"]) == (2, 2, 10)
+    assert t["idtp"] == len(rows) - 10 and t["mota"] < 1.0
