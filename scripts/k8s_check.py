@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sipec.deploy import CUSTOM_RESOURCE_SCHEMAS, parse_manifests, validate_custom_resource  # noqa: E402
+from sipec.serving.runtime import LIVENESS  # noqa: E402
 
 K8S = ROOT / "k8s"
 KUBERNETES_VERSION = "1.30.0"
@@ -315,6 +316,16 @@ def check_ports_and_probes(objects: list[dict[str, Any]]) -> list[str]:
             if obj["kind"] == "Deployment" and c in pod_spec(obj)["containers"] \
                     and not (c.get("readinessProbe") and c.get("livenessProbe")):
                 errors.append(f"{where(obj, c)}: needs a readinessProbe and a livenessProbe")
+            # a SIPEC gRPC server: liveness and startup ask the process (`liveness`), never the overall status,
+            # which follows the model backend (a slow model load or a TF Serving restart would get a healthy
+            # container killed); readiness asks the service itself
+            for kind in ("startupProbe", "livenessProbe"):
+                service = (c.get(kind) or {}).get("grpc", {}).get("service", "")
+                if "grpc" in (c.get(kind) or {}) and service != LIVENESS:
+                    errors.append(f"{where(obj, c)}: {kind}.grpc.service is {service!r}; use {LIVENESS!r} (the "
+                                  "process, not the model backend)")
+            if "grpc" in (c.get("readinessProbe") or {}) and not c["readinessProbe"]["grpc"].get("service"):
+                errors.append(f"{where(obj, c)}: readinessProbe.grpc.service is empty; name the service")
     return errors
 
 
@@ -437,6 +448,25 @@ def check_pipeline_config(objects: list[dict[str, Any]]) -> list[str]:
                 parse_config(yaml.safe_load(text), f"ConfigMap/{cm['metadata']['name']} pipeline.yaml")
             except ConfigError as exc:
                 errors.append(str(exc))
+    return errors
+
+
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "PriorityClass",
+                  "StorageClass", "PersistentVolume", "APIService", "IngressClass", "RuntimeClass",
+                  "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"}
+
+
+def check_namespaces(objects: list[dict[str, Any]]) -> list[str]:
+    """Every namespaced object names its namespace, and one rendering uses one: otherwise `kubectl apply` puts it in
+    the caller's current namespace (often `default`) and `sipec deploy` stops part-way ("Namespace is required")."""
+    errors = []
+    used = sorted({o["metadata"]["namespace"] for o in objects if o["metadata"].get("namespace")})
+    for o in objects:
+        if o["kind"] not in CLUSTER_SCOPED and not o["metadata"].get("namespace"):
+            errors.append(f"{o['kind']}/{o['metadata']['name']} has no namespace (the others: {', '.join(used)}); "
+                          "set `namespace:` in the kustomization that adds it")
+    if len(used) > 1:
+        errors.append(f"objects in several namespaces: {', '.join(used)}")
     return errors
 
 
@@ -760,7 +790,8 @@ def consistency_errors(objects: list[dict[str, Any]], overlay: str, root: Path =
                        metric_names: set[str] | None = None) -> list[str]:
     if metric_names is None:
         metric_names = adapter_metric_names(root / "k8s")
-    return (check_ports_and_probes(objects) + check_services(objects) + check_module_wiring(objects)
+    return (check_namespaces(objects) + check_ports_and_probes(objects) + check_services(objects)
+            + check_module_wiring(objects)
             + check_tfserving_configs(objects) + check_endpoints(objects) + check_pipeline_config(objects)
             + check_security(objects)
             + check_autoscaling(objects, metric_names) + check_gpu(objects, overlay)

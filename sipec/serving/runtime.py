@@ -2,7 +2,10 @@
 
 A `ServiceRuntime` gives each service, without code of its own:
 - `grpc.health.v1` health checking: each registered service starts NOT_SERVING and is switched to
-  SERVING by the service once its model is loaded (`set_serving`); the overall status ("") follows;
+  SERVING by the service once its model is loaded (`set_serving`); the overall status ("") follows; the name
+  `liveness` is SERVING from the moment the server answers, whatever the model backend does (Kubernetes'
+  liveness and startup probes ask it: a slow model load or a restarting TF Serving must not get a healthy
+  process killed; readiness asks the service's own name);
 - server reflection (grpcurl and grpc_cli can list and call every RPC);
 - Prometheus metrics on a side HTTP port (see `sipec.serving.metrics`);
 - a configurable maximum message size (larger messages are refused with RESOURCE_EXHAUSTED by gRPC);
@@ -31,6 +34,8 @@ from grpc_reflection.v1alpha import reflection
 
 from sipec.serving.auth import BearerTokenInterceptor
 from sipec.serving.metrics import MetricsInterceptor, ServiceMetrics
+
+LIVENESS = "liveness"   # health name of the process itself (see the module doc)
 
 log = logging.getLogger("sipec.serving")
 
@@ -109,6 +114,7 @@ class ServiceRuntime:
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.health.set(LIVENESS, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.port: int | None = None
         self.metrics_port: int | None = None
 
@@ -147,6 +153,7 @@ class ServiceRuntime:
         if not self.port:
             raise OSError(f"{self.name}: could not bind {address}")
         self._server.start()
+        self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         if self.config.metrics_port is not None:
             self.metrics_port = self.metrics.serve_http(self.config.metrics_port, self.config.metrics_host)
         log.info("%s listening", self.name, extra={"service": self.name, "port": self.port,

@@ -173,6 +173,26 @@ def test_images_need_a_pinned_tag_and_a_dockerfile(gpu_objects):
     assert "tensorflow/serving:latest-gpu" in errors
 
 
+def test_liveness_asks_the_process_and_readiness_the_service(gpu_objects):
+    assert kc.check_ports_and_probes(gpu_objects) == []
+    objects = copy.deepcopy(gpu_objects)
+    c = _container(_find(objects, "Deployment", "segnet"), "segnet")
+    del c["livenessProbe"]["grpc"]["service"]            # the overall status: follows the model backend
+    c["readinessProbe"]["grpc"]["service"] = ""
+    errors = "\n".join(kc.check_ports_and_probes(objects))
+    assert "livenessProbe.grpc.service is ''; use 'liveness'" in errors and "readinessProbe.grpc.service" in errors
+
+
+def test_every_namespaced_object_names_the_namespace(gpu_objects):
+    assert kc.check_namespaces(gpu_objects) == []
+    objects = copy.deepcopy(gpu_objects)
+    del _find(objects, "Deployment", "segnet")["metadata"]["namespace"]    # what gpu-facility rendered before
+    _find(objects, "Service", "idnet")["metadata"]["namespace"] = "default"
+    errors = "\n".join(kc.check_namespaces(objects))
+    assert "Deployment/segnet has no namespace" in errors and "several namespaces: default, sipec" in errors
+    assert not any("Namespace/" in e for e in kc.check_namespaces(objects))   # cluster-scoped kinds need none
+
+
 def test_security_settings_are_required(gpu_objects):
     objects = copy.deepcopy(gpu_objects)
     dep = _find(objects, "Deployment", "orchestrator")

@@ -11,7 +11,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from sipec.serving.client import health_status, make_channel
 from sipec.serving.errors import InvalidInput, grpc_errors, grpc_stream_errors
-from sipec.serving.runtime import ServerConfig, ServiceRuntime
+from sipec.serving.runtime import LIVENESS, ServerConfig, ServiceRuntime
 
 SERVICE = "test.Echo"
 
@@ -80,6 +80,15 @@ def test_health_follows_set_serving(runtime):
     assert health_status(ch, SERVICE) == "SERVING" and health_status(ch, "") == "SERVING"
     runtime.set_serving(False, SERVICE)
     assert health_status(ch, SERVICE) == "NOT_SERVING" and health_status(ch, "") == "NOT_SERVING"
+
+
+def test_liveness_is_the_process_not_the_backend(runtime):
+    # Kubernetes' liveness and startup probes ask `liveness`: SERVING while the model is not (yet) loaded
+    ch = make_channel(f"127.0.0.1:{runtime.port}")
+    assert health_status(ch, LIVENESS) == "SERVING" and health_status(ch, SERVICE) == "NOT_SERVING"
+    runtime.set_serving(True)
+    runtime.set_serving(False)
+    assert health_status(ch, LIVENESS) == "SERVING"
 
 
 def test_errors_become_statuses_and_metrics_count_them(runtime):
