@@ -347,6 +347,24 @@ def check_services(objects: list[dict[str, Any]]) -> list[str]:
     return errors
 
 
+def _batch_fits(dep: dict[str, Any], module: dict[str, Any], tfs: dict[str, Any], batching: str | None) -> list[str]:
+    """The module sends Predict calls of exactly `--batch-size` items (sipec/serving/batching.py): TF Serving's
+    batching must accept that many in one request (at most max_batch_size; it pads up to the next of
+    allowed_batch_sizes, which end at max_batch_size), or real TF Serving refuses every call. (The config mirror
+    has no enable_large_batch_splitting field, so a config cannot turn splitting on unnoticed.)"""
+    if batching is None:
+        return []
+    from sipec.serving.batching import DEFAULT_BATCH_SIZE
+
+    batch = int(flag(module.get("args", []), "--batch-size") or DEFAULT_BATCH_SIZE)
+    msg = parse_tfserving_config("batching.config", batching)
+    largest = msg.max_batch_size.value
+    if batch > largest:
+        return [f"{where(dep, module)}: --batch-size {batch} is above TF Serving's max_batch_size {largest}: "
+                "every Predict would be refused"]
+    return []
+
+
 def check_module_wiring(objects: list[dict[str, Any]]) -> list[str]:
     """The module's flags, its ports, TF Serving's flags, model config and probe paths agree."""
     errors = []
@@ -385,6 +403,8 @@ def check_module_wiring(objects: list[dict[str, Any]]) -> list[str]:
             for path_flag in ("--batching_parameters_file", "--monitoring_config_file"):
                 if mounted_file(spec, tfs, objects, flag(targs, path_flag) or "") is None:
                     errors.append(f"{where(dep, tfs)}: {path_flag} names no file of a mounted ConfigMap")
+            errors += _batch_fits(dep, c, tfs, mounted_file(spec, tfs, objects,
+                                                            flag(targs, "--batching_parameters_file") or ""))
             wanted = [flag(args, "--model-name"), flag(args, "--features-model")]
             for name in filter(None, wanted):
                 if name not in models:

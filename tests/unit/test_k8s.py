@@ -173,6 +173,14 @@ def test_images_need_a_pinned_tag_and_a_dockerfile(gpu_objects):
     assert "tensorflow/serving:latest-gpu" in errors
 
 
+def test_the_modules_batch_fits_tf_servings_batching(cpu_objects):
+    assert kc.check_module_wiring(cpu_objects) == []
+    objects = copy.deepcopy(cpu_objects)
+    _container(_find(objects, "Deployment", "idnet"), "idnet")["args"] += ["--batch-size", "64"]   # max_batch_size 32
+    errors = "\n".join(kc.check_module_wiring(objects))
+    assert "--batch-size 64 is above TF Serving's max_batch_size 32" in errors
+
+
 def test_liveness_asks_the_process_and_readiness_the_service(gpu_objects):
     assert kc.check_ports_and_probes(gpu_objects) == []
     objects = copy.deepcopy(gpu_objects)
