@@ -356,12 +356,20 @@ def _batch_fits(dep: dict[str, Any], module: dict[str, Any], tfs: dict[str, Any]
         return []
     from sipec.serving.batching import DEFAULT_BATCH_SIZE
 
-    batch = int(flag(module.get("args", []), "--batch-size") or DEFAULT_BATCH_SIZE)
+    args = module.get("args", [])
+    given = flag(args, "--batch-size")
+    batch = DEFAULT_BATCH_SIZE if given is None else int(given)
+    what = f"--batch-size {batch}"
+    if batch == 0:   # no fixed calls: one Predict per request, up to --max-batch items
+        if flag(args, "--max-batch") is None:
+            return [f"{where(dep, module)}: --batch-size 0 sends whole requests; give --max-batch so that it can be "
+                    "checked against TF Serving's max_batch_size"]
+        batch, what = int(flag(args, "--max-batch")), f"--batch-size 0 with --max-batch {flag(args, '--max-batch')}"
     msg = parse_tfserving_config("batching.config", batching)
     largest = msg.max_batch_size.value
     if batch > largest:
-        return [f"{where(dep, module)}: --batch-size {batch} is above TF Serving's max_batch_size {largest}: "
-                "every Predict would be refused"]
+        return [f"{where(dep, module)}: {what}: Predict calls of {batch} items, above TF Serving's max_batch_size "
+                f"{largest}: every one would be refused"]
     return []
 
 

@@ -178,7 +178,12 @@ def test_the_modules_batch_fits_tf_servings_batching(cpu_objects):
     objects = copy.deepcopy(cpu_objects)
     _container(_find(objects, "Deployment", "idnet"), "idnet")["args"] += ["--batch-size", "64"]   # max_batch_size 32
     errors = "\n".join(kc.check_module_wiring(objects))
-    assert "--batch-size 64 is above TF Serving's max_batch_size 32" in errors
+    assert "--batch-size 64: Predict calls of 64 items, above TF Serving's max_batch_size 32" in errors
+    objects = copy.deepcopy(cpu_objects)
+    _container(_find(objects, "Deployment", "posenet"), "posenet")["args"] += ["--batch-size", "0"]   # whole requests
+    assert "give --max-batch" in "\n".join(kc.check_module_wiring(objects))
+    _container(_find(objects, "Deployment", "posenet"), "posenet")["args"] += ["--max-batch", "16"]
+    assert kc.check_module_wiring(objects) == []
 
 
 def test_liveness_asks_the_process_and_readiness_the_service(gpu_objects):
