@@ -127,6 +127,36 @@ def auto_side(animals: Iterable[LabelledAnimal], pad: float = PAD, percentile: f
     return float(8 * np.ceil(pad * np.percentile(sizes, percentile) / 8))
 
 
+INPUT_MIN, INPUT_MAX = 128, 256   # automatic input side: never below the old default, at most what a CPU trains
+SPACING_CELLS = 4.0               # ... wanted: the closest keypoints this many heatmap cells apart
+
+
+def keypoint_spacing(animals: Iterable[LabelledAnimal], percentile: float = 10.0) -> float:
+    """The ``percentile`` (over animals) of the distance between an animal's two closest labelled keypoints, in
+    frame pixels; 0 when no animal has two."""
+    closest = []
+    for a in animals:
+        k = a.keypoints[np.isfinite(a.keypoints).all(axis=1)]
+        if len(k) >= 2:
+            d = np.hypot(k[:, None, 0] - k[None, :, 0], k[:, None, 1] - k[None, :, 1])
+            d[np.diag_indices(len(k))] = np.inf
+            if np.isfinite(d.min()) and d.min() > 0:
+                closest.append(d.min())
+    return float(np.percentile(closest, percentile)) if closest else 0.0
+
+
+def auto_input_size(animals: Iterable[LabelledAnimal], side: float, stride: int) -> tuple[int, str]:
+    """The network input side for crops of ``side`` frame pixels, and why: as large as needed to keep the closest
+    keypoints (10th percentile of the animals) SPACING_CELLS heatmap cells apart, never above the crop's own
+    resolution, rounded up to 32, between INPUT_MIN and INPUT_MAX."""
+    spacing = keypoint_spacing(animals)
+    wanted = side if spacing <= 0 else min(side, side * SPACING_CELLS * stride / spacing)
+    size = int(min(INPUT_MAX, max(INPUT_MIN, 32 * np.ceil(wanted / 32))))
+    why = (f"crop {side:g} px; closest keypoints {spacing:.1f} px apart (10th percentile), {SPACING_CELLS:g} heatmap "
+           f"cells need {wanted:.0f} px" if spacing > 0 else f"crop {side:g} px")
+    return size, f"{why}; rounded up to 32 within {INPUT_MIN}..{INPUT_MAX}: scale {size / side:.2f}"
+
+
 def crop_center(animal: LabelledAnimal, spec: CropSpec, image_shape: tuple[int, ...],
                 mask_center: np.ndarray | None = None) -> np.ndarray | None:
     """Centre of the animal's crop, per ``spec.center``; None when it has none (e.g. no labelled keypoint)."""
@@ -254,13 +284,18 @@ def _video_images(video_of: dict[str, tuple[Path, int]]) -> ImageReader:
 
 # DeepLabCut ---------------------------------------------------------------------------------------------
 def _dlc_files(path: Path) -> list[Path]:
+    """The CollectedData files of a DeepLabCut path, CSV preferred over H5: the file itself; else those in the
+    folder (a Lightning Pose project keeps one ``CollectedData.csv`` at its root, DeepLabCut one
+    ``CollectedData_<scorer>.csv`` per ``labeled-data/<video>`` folder); else in its ``labeled-data/*`` or ``*``
+    folders."""
     if path.is_file():
         return [path]
-    root = path / "labeled-data" if (path / "labeled-data").is_dir() else path
-    csvs = sorted(root.glob("CollectedData_*.csv")) + sorted(root.glob("*/CollectedData_*.csv"))
-    if csvs:
-        return csvs
-    return sorted(root.glob("CollectedData_*.h5")) + sorted(root.glob("*/CollectedData_*.h5"))
+    for root in (path, path / "labeled-data" if (path / "labeled-data").is_dir() else path):
+        for pattern in ("{}*.csv", "*/{}*.csv", "{}*.h5", "*/{}*.h5"):
+            found = sorted(root.glob(pattern.format("CollectedData")))
+            if found:
+                return found
+    return []
 
 
 def read_dlc_h5(path: Path) -> tuple[list[str], list[str] | None, list[str], np.ndarray]:
@@ -294,7 +329,8 @@ def load_dlc(path: Path) -> LabelSet:
 
     files = _dlc_files(path)
     if not files:
-        raise DataError(f"{path}: no CollectedData_*.csv or .h5 file found")
+        raise DataError(f"{path}: no DeepLabCut labels found (CollectedData*.csv or .h5 in it, in its labeled-data/* "
+                        "folders or its subfolders)")
     names: list[str] | None = None
     animals: list[LabelledAnimal] = []
     paths: dict[str, Path] = {}
@@ -328,28 +364,34 @@ def load_dlc(path: Path) -> LabelSet:
 
 # SLEAP --------------------------------------------------------------------------------------------------
 def load_slp(path: Path, video: Path | None = None) -> LabelSet:
-    """SLEAP labels (user instances preferred) with frames from the labelled video."""
-    from sipec.data.sleap import read_slp
+    """SLEAP labels (user instances preferred) with frames from the labelled videos: every video of the file
+    (`video` replaces the stored path of a single-video file)."""
+    from sipec.data.sleap import read_slp_videos
 
     try:
-        tracks = read_slp(path)
+        per_video = read_slp_videos(path)
     except (ValueError, OSError, KeyError) as exc:
         raise DataError(f"{path}: {exc}") from exc
-    if video is None:
-        stored = Path(tracks.video_path.replace("\\", "/"))
-        video = stored if stored.is_absolute() else path.parent / stored
-        if not video.is_file():
-            video = path.parent / stored.name
+    if video is not None and len(per_video) > 1:
+        raise DataError(f"{path}: {len(per_video)} videos; a video path can replace the stored one of a single-video "
+                        "file only")
     animals: list[LabelledAnimal] = []
     video_of: dict[str, tuple[Path, int]] = {}
-    for r, frame in enumerate(tracks.frame_indices):
-        source = video_source(video, int(frame))
-        video_of[source] = (video, int(frame))
-        for t, name in enumerate(tracks.track_names):
-            xy = np.where(tracks.visible[r, t][:, None], tracks.points[r, t], np.nan)
-            if np.isfinite(xy).all(axis=1).any():
-                animals.append(LabelledAnimal(source, xy, name))
-    return LabelSet(list(tracks.node_names), animals, "sleap", str(path), _video_images(video_of))
+    for tracks in per_video:
+        source_video = video
+        if source_video is None:
+            stored = Path(tracks.video_path.replace("\\", "/"))
+            source_video = stored if stored.is_absolute() else path.parent / stored
+            if not source_video.is_file():
+                source_video = path.parent / stored.name
+        for r, frame in enumerate(tracks.frame_indices):
+            source = video_source(source_video, int(frame))
+            video_of[source] = (source_video, int(frame))
+            for t, name in enumerate(tracks.track_names):
+                xy = np.where(tracks.visible[r, t][:, None], tracks.points[r, t], np.nan)
+                if np.isfinite(xy).all(axis=1).any():
+                    animals.append(LabelledAnimal(source, xy, name))
+    return LabelSet(list(per_video[0].node_names), animals, "sleap", str(path), _video_images(video_of))
 
 
 def load_flies(folder: Path) -> LabelSet:

@@ -15,7 +15,17 @@ from typing import Any
 
 from services.posenet.batches import make_dataset
 from services.posenet.crops import Augment, left_right_pairs, patch_margin
-from services.posenet.data import CENTERS, CropSpec, DataError, PoseSample, auto_side, cut_samples, load_labels
+from services.posenet.data import (
+    CENTERS,
+    INPUT_MIN,
+    CropSpec,
+    DataError,
+    PoseSample,
+    auto_input_size,
+    auto_side,
+    cut_samples,
+    load_labels,
+)
 from services.posenet.model import BACKBONES, OUTPUT_NAME, OUTPUT_STRIDE, build_posenet, export_posenet, heatmap_loss
 from services.posenet.split import split_samples
 
@@ -33,7 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backbone", default="small", choices=BACKBONES,
                    help="small (residual CNN for CPUs, default) or the paper's ResNet-50 / EfficientNet-B0 (GPUs)")
     g.add_argument("--width", type=int, default=32, help="channels of the small backbone's first stage (default 32)")
-    g.add_argument("--input-size", type=int, default=128, help="network input side in pixels, multiple of 32")
+    g.add_argument("--input-size", type=int, default=0,
+                   help="network input side in pixels, a multiple of 32 (default 0: automatic from the crop side and "
+                        "the keypoints' spacing, 128 to 256, printed with the reason)")
     g.add_argument("--sigma", type=float, default=2.0, help="Gaussian target sigma in heatmap cells (default 2)")
     g.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate, cosine-decayed to 1%% (default 2e-3)")
     g.add_argument("--fg-weight", type=float, default=10.0,
@@ -48,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "frame (the whole image, padded square)")
     g.add_argument("--crop-side", type=float, default=0.0,
                    help="crop side in frame pixels (default: 1.25 x the 95th percentile of the training animals' "
-                        "size, rounded up to 8); the crop is resampled to --input-size")
+                        "size, rounded up to 8); the crop is resampled to the input size")
     g.add_argument("--rotation", type=float, default=30.0, help="random rotation range in degrees (default 30)")
     g.add_argument("--flip", choices=("auto", "on", "off"), default="auto",
                    help="random left-right mirror, swapping left/right keypoints found by name; auto: on when "
@@ -92,8 +104,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     started = time.time()
     weights = resolve_weights(args.weights)
-    if args.input_size % 32 or args.input_size < 64:
-        raise CliError(f"--input-size: must be a multiple of 32 and at least 64, not {args.input_size}")
+    if args.input_size and (args.input_size % 32 or args.input_size < 64):
+        raise CliError(f"--input-size: must be a multiple of 32 and at least 64 (0: automatic), not {args.input_size}")
     if args.crop_side < 0:
         raise CliError(f"--crop-side: must be >= 0 (0 = automatic), not {args.crop_side}")
     if args.epochs < 1 or args.batch_size < 1:
@@ -119,6 +131,12 @@ def run_train(args: argparse.Namespace) -> int:
             center = "mask" if labels.has_masks else "box"
         side = args.crop_side or (0.0 if center == "frame" else auto_side(labels.animals[i] for i in train_idx))
         spec = CropSpec(center, side)
+        if args.input_size:
+            input_why = "--input-size"
+        elif center == "frame":
+            args.input_size, input_why = INPUT_MIN, "whole images: the default"
+        else:
+            args.input_size, input_why = auto_input_size([labels.animals[i] for i in train_idx], side, OUTPUT_STRIDE)
         augment, pairs = make_augment(args, labels.keypoint_names)
         samples = cut_samples(labels, spec, train_idx, patch_margin(augment))
     except DataError as exc:
@@ -127,6 +145,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise CliError(f"{args.data}: {len(samples)} training animals, fewer than --batch-size {args.batch_size}")
     seed_everything(args.seed)
     scale = "whole image, per-image scale" if spec.center == "frame" else f"{side:g} px -> {args.input_size} px"
+    print(f"posenet: input {args.input_size} px ({input_why})", flush=True)
     print(f"posenet: {len(train_idx)} training / {len(test_idx)} test animals from {args.data} ({labels.format}, "
           f"keypoints {', '.join(labels.keypoint_names)}); crops centred on {spec.center}, {scale}; "
           f"mirror pairs {pairs if augment and augment.flip_pairs else 'off'}", flush=True)
@@ -137,7 +156,7 @@ def run_train(args: argparse.Namespace) -> int:
         "input": {"height": args.input_size, "width": args.input_size, "channels": 3},
         "keypoint_names": labels.keypoint_names, "output_stride": OUTPUT_STRIDE, "sigma": args.sigma,
         "loss": {"name": "masked heatmap MSE", "fg_weight": args.fg_weight},
-        "crop": {**spec.to_json(), "input_px": args.input_size},
+        "crop": {**spec.to_json(), "input_px": args.input_size, "input_reason": input_why},
         "left_right_pairs": [list(p) for p in pairs],
         "peaks": "argmax + log-parabola sub-pixel refinement in the service (services/posenet/peaks.py)",
         "training": training_summary(args, history, {"path": str(Path(args.data)), "format": labels.format,

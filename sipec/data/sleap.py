@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -68,6 +69,19 @@ def read_slp(path: str | os.PathLike, video_index: int = 0) -> PoseTracks:
     User instances are preferred; a predicted instance fills a track only where no user instance
     does. Untracked instances get extra slots named ``untracked_<i>``.
     """
+    labels = _load_labels(path)
+    if not 0 <= video_index < len(labels.videos):
+        raise ValueError(f"{path}: no video {video_index} (the file has {len(labels.videos)})")
+    return _video_tracks(labels, labels.videos[video_index])
+
+
+def read_slp_videos(path: str | os.PathLike) -> list[PoseTracks]:
+    """`read_slp` of every video of an .slp file, in the file's order (a project labelled on several videos)."""
+    labels = _load_labels(path)
+    return [_video_tracks(labels, video) for video in labels.videos]
+
+
+def _load_labels(path: str | os.PathLike) -> Any:
     import sleap_io as sio
 
     labels = sio.load_slp(str(path), open_videos=False)
@@ -75,7 +89,12 @@ def read_slp(path: str | os.PathLike, video_index: int = 0) -> PoseTracks:
         raise ValueError(f"{path}: no videos in the labels file")
     if len(labels.skeletons) != 1:
         raise ValueError(f"{path}: expected one skeleton, found {len(labels.skeletons)}")
-    video = labels.videos[video_index]
+    return labels
+
+
+def _video_tracks(labels: Any, video: Any) -> PoseTracks:
+    import sleap_io as sio
+
     skeleton = labels.skeletons[0]
     node_names = [n.name for n in skeleton.nodes]
     track_names = [t.name for t in labels.tracks]

@@ -71,3 +71,20 @@ def test_reads_real_tracked_file():
     # points stored as NaN are never reported visible
     assert not (data.visible & np.isnan(data.points[..., 0])).any()
     assert data.visible.mean() > 0.9
+
+
+def test_every_video_of_a_multi_video_project_is_read(tmp_path):
+    """A SLEAP project labelled on two videos: `sipec train posenet --data labels.slp` takes both (it read only the
+    first before)."""
+    from services.posenet.data import load_labels
+
+    skeleton = sio.Skeleton(["snout", "tail"])
+    videos = [sio.Video(filename=str(tmp_path / f"session{v}.mp4"), open_backend=False) for v in range(2)]
+    frames = [sio.LabeledFrame(video=videos[v], frame_idx=f, instances=[
+        sio.Instance.from_numpy(np.array([[10.0 + f, 20.0], [30.0, 40.0 + v]]), skeleton=skeleton)])
+        for v in range(2) for f in (3, 7)]
+    sio.save_slp(sio.Labels(labeled_frames=frames, videos=videos, skeletons=[skeleton]), str(tmp_path / "p.slp"))
+    labels = load_labels(tmp_path / "p.slp")
+    assert [a.source for a in labels.animals] == [f"{tmp_path / f'session{v}.mp4'}#{f}" for v in range(2)
+                                                   for f in (3, 7)]
+    np.testing.assert_allclose(labels.animals[3].keypoints, [[17.0, 20.0], [30.0, 41.0]])

@@ -257,6 +257,50 @@ def test_multi_animal_dlc_csv_and_h5_give_one_animal_per_individual(tmp_path):
         np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-3)
 
 
+def test_the_input_size_follows_the_crop_and_the_keypoint_spacing(shared_data):
+    from services.posenet.data import LabelledAnimal, auto_input_size, auto_side, keypoint_spacing, load_labels
+
+    def animal(spacing: float) -> LabelledAnimal:
+        return LabelledAnimal("x", np.array([[0.0, 0.0], [spacing, 0.0], [0.0, 300.0]]))
+
+    # far-apart keypoints on a large crop: downsampled only as far as 4 heatmap cells (16 px) between the closest
+    assert auto_input_size([animal(40.0)] * 5, 400.0, 4)[0] == 160      # 400 px x 16 / 40
+    assert auto_input_size([animal(4.0)], 400.0, 4)[0] == 256        # close keypoints: as fine as allowed
+    assert auto_input_size([animal(4.0)], 60.0, 4)[0] == 128         # a small crop: never below 128
+    assert keypoint_spacing([LabelledAnimal("x", np.full((3, 2), np.nan))]) == 0.0
+    # the shared projects: openfield at its crop's own resolution (was 128 for 160 px), reaching 256 (was 128 for 528)
+    for name, side, size in (("dlc-openfield-mouse", 160, 160), ("dlc-reaching-mouse", 528, 256)):
+        labels = load_labels(shared_data / name)
+        assert auto_side(labels.animals) == side
+        got, why = auto_input_size(labels.animals, side, 4)
+        assert got == size and f"crop {side} px" in why and "closest keypoints" in why
+
+
+def test_lightning_pose_layout_collected_data_at_the_root_without_a_scorer(tmp_path):
+    """Lightning Pose keeps one CollectedData.csv (no _scorer suffix) at the project root, image paths relative to
+    it; DeepLabCut's layout beside it keeps working, and a folder without labels names what was looked for."""
+    import cv2
+
+    from services.posenet.data import DataError, load_labels
+    from sipec.data.dlc import DlcLabels, write_dlc_csv
+
+    rng = np.random.default_rng(1)
+    paths = [f"labeled-data/vid{v}/img{i:03d}.png" for v in range(2) for i in range(2)]
+    for p in paths:
+        (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / p), rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))
+    coords = rng.uniform(5, 55, (4, 1, 2, 2))
+    write_dlc_csv(tmp_path / "CollectedData.csv", DlcLabels("lp", ["nose", "tail"], None, paths, coords))
+    labels = load_labels(tmp_path)
+    assert labels.format == "deeplabcut" and labels.keypoint_names == ["nose", "tail"]
+    assert [a.source for a in labels.animals] == [str(tmp_path / p) for p in paths]
+    np.testing.assert_allclose(labels.animals[2].keypoints, coords[2, 0], atol=1e-3)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no DeepLabCut labels found"):
+        load_labels(empty)
+
+
 def _args(**kw) -> argparse.Namespace:
     base = dict(input_size=64, backbone="small", width=8, batch_size=4, sigma=2.0, lr=2e-3, epochs=3, seed=0,
                 no_augment=True, fg_weight=0.0)
