@@ -138,6 +138,7 @@ def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineCo
         "error": outcome.error or None, "identities": _counts(brief, "identity"),
         "tracks": int(len(set(brief.column("track_id").to_pylist()) - {0})) if brief.num_rows else 0,
         **track_summary(brief, int(config.tracker.get("animals") or 0)),
+        **({"untracked_instances": _untracked(brief)} if "tracker" in modules.stubs else {}),
         "determined_by": determined_by(modules, config),
     }
     if behaviours:
@@ -145,6 +146,12 @@ def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineCo
     write_text_atomic(folder / "summary.json", json.dumps(summary, indent=2))
     outcome.files.append("summary.json")
     return outcome
+
+
+def _untracked(table: Any) -> int:
+    """Rows the tracker left without a track: beyond a known number of animals, or scored below the new-track score
+    (detections that do not score like the tracked animals)."""
+    return int(sum(1 for t in table.column("track_id").to_pylist() if not t)) if table.num_rows else 0
 
 
 def track_summary(table: Any, animals: int) -> dict[str, Any]:

@@ -150,10 +150,12 @@ def auto_input_size(animals: Iterable[LabelledAnimal], side: float, stride: int)
     keypoints (10th percentile of the animals) SPACING_CELLS heatmap cells apart, never above the crop's own
     resolution, rounded up to 32, between INPUT_MIN and INPUT_MAX."""
     spacing = keypoint_spacing(animals)
-    wanted = side if spacing <= 0 else min(side, side * SPACING_CELLS * stride / spacing)
-    size = int(min(INPUT_MAX, max(INPUT_MIN, 32 * np.ceil(wanted / 32))))
-    why = (f"crop {side:g} px; closest keypoints {spacing:.1f} px apart (10th percentile), {SPACING_CELLS:g} heatmap "
-           f"cells need {wanted:.0f} px" if spacing > 0 else f"crop {side:g} px")
+    need = side * SPACING_CELLS * stride / spacing if spacing > 0 else side
+    size = int(min(INPUT_MAX, max(INPUT_MIN, 32 * np.ceil(min(side, need) / 32))))
+    why = f"crop {side:g} px"
+    if spacing > 0:
+        why += (f"; closest keypoints {spacing:.1f} px apart (10th percentile): {SPACING_CELLS:g} heatmap cells "
+                f"between them need {need:.0f} px" + (f", no more than the crop's own {side:g}" if need > side else ""))
     return size, f"{why}; rounded up to 32 within {INPUT_MIN}..{INPUT_MAX}: scale {size / side:.2f}"
 
 

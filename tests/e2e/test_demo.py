@@ -36,6 +36,8 @@ def test_quick_demo_runs_every_module_through_the_services_and_scores_them(tmp_p
     assert len(tracked) > 0 and tracked["track_id"].nunique() <= 2          # --animals 2: at most two tracks
     all_tracked = int((tracked.groupby("frame")["track_id"].nunique() == 2).sum())
     assert summary["animals"] == 2 and summary["frames_with_all_animals"] == all_tracked
+    assert summary["untracked_instances"] == int((df["track_id"] == 0).sum())
+    assert scores["tracker"]["hyp_tracks"] == tracked["track_id"].nunique()   # untracked rows are no tracks
     # detections beyond the 2 animals of a frame get no track (track id 0)
     per_frame = df.groupby("frame").agg(n=("track_id", "size"), tracked=("track_id", lambda s: (s > 0).sum()),
                                         named=("identity", lambda s: s.notna().sum()))
