@@ -4,15 +4,20 @@ Each stream runs its own `VideoPipeline` over the module stubs the server was st
 servicers or gRPC endpoints). Results come back in frame order, delayed by the non-causal windows of
 IdNet and BehaveNet; everything pending is flushed when the client closes its side. A frame that cannot
 be decoded gets a FrameResult with `error` set, and the stream goes on.
+
+Over gRPC modules (`--services`), the server starts at once and reports NOT_SERVING until every module answers
+GetModelInfo (`ModuleConnector` retries in the background, backing off to 30 s); meanwhile calls get UNAVAILABLE
+naming what it waits for. So a cluster can start the orchestrator before its modules without a crash loop.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +27,13 @@ from orchestrator.config import PipelineConfig
 from orchestrator.pipeline import FrameState, ModuleSet, VideoPipeline
 from orchestrator.video import Frame
 from sipec.api.convert import ConversionError, image_from_proto, item_error
-from sipec.serving.errors import grpc_errors
+from sipec.serving.errors import Unavailable, grpc_errors
 from sipec.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc, tracker_pb2
 
 _END = object()
+RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)   # waits between attempts to reach the modules (then 30 s each)
+
+log = logging.getLogger("sipec.orchestrator")
 
 
 def frame_result(state: FrameState) -> Any:
@@ -50,15 +58,67 @@ def frame_result(state: FrameState) -> Any:
     return out
 
 
+class ModuleConnector:
+    """Builds the ModuleSet in a background thread, retrying until the modules answer; `on_ready` is called once
+    with it. `build` raises (any Exception) while a module does not answer; the last reason is kept for callers."""
+
+    def __init__(self, build: Callable[[], ModuleSet], on_ready: Callable[[ModuleSet], None],
+                 retry_s: tuple[float, ...] = RETRY_S) -> None:
+        self._build, self._on_ready, self._retry_s = build, on_ready, retry_s
+        self._stop = threading.Event()
+        self.error = "not tried yet"
+        self._thread = threading.Thread(target=self._run, name="connect-modules", daemon=True)
+
+    def start(self) -> ModuleConnector:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                modules = self._build()
+            except Exception as exc:  # noqa: BLE001 - a module not answering yet: retried
+                self.error = str(exc)
+                wait = self._retry_s[min(attempt, len(self._retry_s) - 1)]
+                log.warning("waiting for the modules", extra={"reason": self.error, "retry_in_s": wait})
+                attempt += 1
+                self._stop.wait(wait)
+                continue
+            self.error = ""
+            self._on_ready(modules)
+            return
+
+
 class PipelineService(orchestrator_pb2_grpc.PipelineServicer):
-    def __init__(self, modules: ModuleSet, config: PipelineConfig, max_pixels: int = 4096 * 4096) -> None:
+    """`modules` None: not connected yet (`waiting()` says why); calls get UNAVAILABLE until `connected`."""
+
+    def __init__(self, modules: ModuleSet | None, config: PipelineConfig, max_pixels: int = 4096 * 4096,
+                 waiting: Callable[[], str] = lambda: "the modules are not connected yet") -> None:
         self.modules = modules
         self.config = config
         self.max_pixels = max_pixels
+        self.waiting = waiting
+
+    def connected(self, modules: ModuleSet) -> None:
+        self.modules = modules
+
+    def _modules(self) -> ModuleSet:
+        if self.modules is None:
+            raise Unavailable(f"the orchestrator is waiting for its modules: {self.waiting()}")
+        return self.modules
 
     def AnalyzeStream(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
         out: queue.Queue = queue.Queue(maxsize=256)
         failure: list[BaseException] = []
+        if self.modules is None:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"the orchestrator is waiting for its modules: {self.waiting()}")
         first = next(request_iterator, None)
         if first is None:
             return
@@ -104,10 +164,11 @@ class PipelineService(orchestrator_pb2_grpc.PipelineServicer):
 
     @grpc_errors
     def GetModelInfo(self, request: Any, context: grpc.ServicerContext) -> Any:
-        versions = {m: int(i.version) for m, i in self.modules.info.items()}
+        modules = self._modules()
+        versions = {m: int(i.version) for m, i in modules.info.items()}
         return common_pb2.ModelInfo(module="orchestrator", model_name="pipeline",
-                                    architecture="+".join(self.modules.stubs),
-                                    metadata_json=json.dumps({"modules": list(self.modules.stubs),
+                                    architecture="+".join(modules.stubs),
+                                    metadata_json=json.dumps({"modules": list(modules.stubs),
                                                               "model_versions": versions}))
 
 
@@ -126,29 +187,49 @@ def register_serve(serve_sub: argparse._SubParsersAction) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from orchestrator.config import ConfigError, load_config
-    from orchestrator.modules import ModuleSetupError, build_modules, read_endpoints
+    from orchestrator.modules import ModuleSetupError, build_modules, endpoints_token, read_endpoints
     from sipec.cli import CliError
     from sipec.serving.cli import server_config_from_args
     from sipec.serving.runtime import ServiceRuntime
 
+    servicers: list[Any] = []
     try:
         config = load_config(args.config)
         endpoints = read_endpoints(args.services) if args.services else None
         if endpoints is None and args.models is None:
             raise CliError("give --models REPO or --services endpoints.yaml")
-        modules, servicers = build_modules(config.modules, args.models, endpoints)
+        if endpoints is None:   # in-process: a model that does not load is an error of this command
+            modules, servicers = build_modules(config.modules, args.models, None)
+        else:                   # over gRPC: bad files fail now; modules not answering yet are waited for
+            endpoints_token(endpoints)
+            missing = [m for m in config.modules if m not in endpoints]
+            if missing:
+                raise CliError(f"{args.services}: no endpoint for module(s) {', '.join(missing)}")
+            modules = None
     except (ConfigError, ModuleSetupError) as exc:
         raise CliError(str(exc)) from exc
     runtime = ServiceRuntime("orchestrator", server_config_from_args(args))
-    runtime.add_service(orchestrator_pb2_grpc.add_PipelineServicer_to_server, PipelineService(modules, config),
-                        "sipec.v1.Pipeline")
+    connector: ModuleConnector | None = None
+    service = PipelineService(modules, config, waiting=lambda: connector.error if connector else "")
+    runtime.add_service(orchestrator_pb2_grpc.add_PipelineServicer_to_server, service, "sipec.v1.Pipeline")
     runtime.install_signal_handlers()
     port = runtime.start()
-    runtime.set_serving(True)
-    print(f"orchestrator: serving on port {port} (modules {', '.join(modules.stubs)})", flush=True)
+
+    def ready(m: ModuleSet) -> None:
+        service.connected(m)
+        runtime.set_serving(True)
+        print(f"orchestrator: serving on port {port} (modules {', '.join(m.stubs)})", flush=True)
+
+    if modules is not None:
+        ready(modules)
+    else:
+        print(f"orchestrator: listening on port {port}, NOT_SERVING until the modules answer", flush=True)
+        connector = ModuleConnector(lambda: build_modules(config.modules, None, endpoints)[0], ready).start()
     try:
         runtime.serve_forever()
     finally:
+        if connector is not None:
+            connector.stop()
         for s in servicers:
             s.close()
     return 0
