@@ -30,6 +30,17 @@ from services.posenet.model import BACKBONES, OUTPUT_NAME, OUTPUT_STRIDE, build_
 from services.posenet.split import split_samples
 
 DEFAULT_MODEL = "posenet"
+DEFAULT_INPUT = 128
+
+
+def _input_size(text: str) -> int:
+    """--input-size: pixels, or "auto" (0: chosen from the data)."""
+    if text.strip().lower() == "auto":
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected pixels (a multiple of 32) or auto, not {text!r}") from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,9 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backbone", default="small", choices=BACKBONES,
                    help="small (residual CNN for CPUs, default) or the paper's ResNet-50 / EfficientNet-B0 (GPUs)")
     g.add_argument("--width", type=int, default=32, help="channels of the small backbone's first stage (default 32)")
-    g.add_argument("--input-size", type=int, default=0,
-                   help="network input side in pixels, a multiple of 32 (default 0: automatic from the crop side and "
-                        "the keypoints' spacing, 128 to 256, printed with the reason)")
+    g.add_argument("--input-size", type=_input_size, default=DEFAULT_INPUT,
+                   help=f"network input side in pixels, a multiple of 32 (default {DEFAULT_INPUT}), or auto: from the "
+                        "crop side and the keypoints' spacing, 128 to 256, printed with the reason (measured no "
+                        "better than 128 on the shared projects with the small CPU backbone; docs/benchmarks.md)")
     g.add_argument("--sigma", type=float, default=2.0, help="Gaussian target sigma in heatmap cells (default 2)")
     g.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate, cosine-decayed to 1%% (default 2e-3)")
     g.add_argument("--fg-weight", type=float, default=10.0,
@@ -105,7 +117,7 @@ def run_train(args: argparse.Namespace) -> int:
     started = time.time()
     weights = resolve_weights(args.weights)
     if args.input_size and (args.input_size % 32 or args.input_size < 64):
-        raise CliError(f"--input-size: must be a multiple of 32 and at least 64 (0: automatic), not {args.input_size}")
+        raise CliError(f"--input-size: must be a multiple of 32 and at least 64, or auto, not {args.input_size}")
     if args.crop_side < 0:
         raise CliError(f"--crop-side: must be >= 0 (0 = automatic), not {args.crop_side}")
     if args.epochs < 1 or args.batch_size < 1:
@@ -132,7 +144,7 @@ def run_train(args: argparse.Namespace) -> int:
         side = args.crop_side or (0.0 if center == "frame" else auto_side(labels.animals[i] for i in train_idx))
         spec = CropSpec(center, side)
         if args.input_size:
-            input_why = "--input-size"
+            input_why = "--input-size" if args.input_size != DEFAULT_INPUT else f"the default {DEFAULT_INPUT}"
         elif center == "frame":
             args.input_size, input_why = INPUT_MIN, "whole images: the default"
         else:

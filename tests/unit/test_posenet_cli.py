@@ -83,6 +83,8 @@ def test_cli_errors_name_the_file_or_flag(tmp_path):
     assert r.returncode == 2 and "CollectedData_x.csv" in r.stderr
     r = _sipec("train", "posenet", "--data", str(bad), "--out", str(tmp_path / "r"), "--input-size", "100")
     assert r.returncode == 2 and "--input-size" in r.stderr
+    r = _sipec("train", "posenet", "--data", str(bad), "--out", str(tmp_path / "r"), "--input-size", "big")
+    assert r.returncode == 2 and "--input-size" in r.stderr and "or auto" in r.stderr
     r = _sipec("evaluate", "posenet", "--model-repo", str(tmp_path / "missing"))
     assert r.returncode == 2 and "--model-repo" in r.stderr
     r = _sipec("evaluate", "posenet", "--model-repo", str(tmp_path), "--predictions", str(tmp_path / "p.txt"))
