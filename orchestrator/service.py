@@ -76,9 +76,6 @@ class ModuleConnector:
     def stop(self) -> None:
         self._stop.set()
 
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
     def _run(self) -> None:
         attempt = 0
         while not self._stop.is_set():

@@ -134,14 +134,13 @@ SPACING_CELLS = 4.0               # ... wanted: the closest keypoints this many 
 def keypoint_spacing(animals: Iterable[LabelledAnimal], percentile: float = 10.0) -> float:
     """The ``percentile`` (over animals) of the distance between an animal's two closest labelled keypoints, in
     frame pixels; 0 when no animal has two."""
+    from scipy.spatial.distance import pdist
+
     closest = []
     for a in animals:
-        k = a.keypoints[np.isfinite(a.keypoints).all(axis=1)]
-        if len(k) >= 2:
-            d = np.hypot(k[:, None, 0] - k[None, :, 0], k[:, None, 1] - k[None, :, 1])
-            d[np.diag_indices(len(k))] = np.inf
-            if np.isfinite(d.min()) and d.min() > 0:
-                closest.append(d.min())
+        d = pdist(a.keypoints[np.isfinite(a.keypoints).all(axis=1)])
+        if d.size and d.min() > 0:
+            closest.append(d.min())
     return float(np.percentile(closest, percentile)) if closest else 0.0
 
 
@@ -292,9 +291,10 @@ def _dlc_files(path: Path) -> list[Path]:
     folders."""
     if path.is_file():
         return [path]
-    for root in (path, path / "labeled-data" if (path / "labeled-data").is_dir() else path):
-        for pattern in ("{}*.csv", "*/{}*.csv", "{}*.h5", "*/{}*.h5"):
-            found = sorted(root.glob(pattern.format("CollectedData")))
+    roots = [path, path / "labeled-data"] if (path / "labeled-data").is_dir() else [path]
+    for root in roots:
+        for pattern in ("CollectedData*.csv", "*/CollectedData*.csv", "CollectedData*.h5", "*/CollectedData*.h5"):
+            found = sorted(root.glob(pattern))
             if found:
                 return found
     return []
