@@ -26,12 +26,17 @@ PREDICTION_SUFFIXES = (".csv", ".h5", ".slp", ".nwb")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model-repo", required=True, help="model repository")
+    from services.posenet.protocols import add_protocol_arguments
+
+    p.add_argument("--model-repo", default=None,
+                   help="model repository (required unless --folds or --train-sizes train the models here)")
     p.add_argument("--model-name", default="posenet", help="model name (default posenet)")
     p.add_argument("--data", default=None, help="labelled poses (default: the training data in the metadata)")
     p.add_argument("--split", default=None,
-                   help="test set: 'model' (the training split, default), 'all', random, last or fold:i/n")
-    p.add_argument("--test-fraction", type=float, default=None, help="with --split random|last")
+                   help="test set: 'model' (the training split, default), 'all', or a split as in train (random, "
+                        "last, fold:i/n, block:i/n, subset:N, file:SPLIT.json)")
+    p.add_argument("--test-fraction", type=float, default=None,
+                   help="with --split random|last|subset, and --train-sizes (default there 0.2)")
     p.add_argument("--split-seed", type=int, default=None, help="with --split random|fold")
     p.add_argument("--crop-center", default=None, choices=CENTERS,
                    help="crop centre (default: the model's, from its metadata)")
@@ -43,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, help="also write the metrics as JSON to this file")
     p.add_argument("--predictions", default=None,
                    help="write test predictions: .csv / .h5 (DeepLabCut layout), .slp (SLEAP) or .nwb (ndx-pose)")
+    add_protocol_arguments(p)
 
 
 def keypoint_metrics(pred: np.ndarray, true: np.ndarray, names: list[str], pcutoff: float, pck_px: float
@@ -99,6 +105,23 @@ def crop_spec(args: argparse.Namespace, info: dict) -> CropSpec:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from services.posenet.protocols import run_protocols
+    from sipec.cli import CliError
+
+    if args.folds or args.train_sizes:
+        return run_protocols(args)
+    if not args.model_repo:
+        raise CliError("nothing to evaluate: give --model-repo, --folds K or --train-sizes N,M,...")
+    result = evaluate_repo(args)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return 0
+
+
+def evaluate_repo(args: argparse.Namespace) -> dict[str, Any]:
+    """The metrics of ``args.model_repo``'s model on the test images (NaN written as None)."""
     from sipec.cli import CliError
     from sipec.serving.backends import LocalBackend
     from sipec.serving.errors import NotFound
@@ -145,15 +168,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if train:
             tp, tt = evaluate(backend, train, size)
             result["train"] = keypoint_metrics(tp, tt, labels.keypoint_names, args.pcutoff, args.pck_px)
-        text = json.dumps(_finite(result), indent=2)
-        print(text)
-        if args.json:
-            Path(args.json).write_text(text + "\n")
+        result["test_images"] = len({s.source for s in test})
         if args.predictions:
             write_predictions(Path(args.predictions), labels.keypoint_names, test, pred)
     finally:
         backend.close()
-    return 0
+    return _finite(result)
 
 
 def _finite(value: Any) -> Any:

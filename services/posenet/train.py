@@ -8,7 +8,6 @@ held-out images, and a pipeline knows what crop size the model expects (``crop.s
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from services.posenet.data import (
 )
 from services.posenet.model import BACKBONES, OUTPUT_NAME, OUTPUT_STRIDE, build_posenet, export_posenet, heatmap_loss
 from services.posenet.split import split_samples
+from sipec.protocols import natural_key
 
 DEFAULT_MODEL = "posenet"
 DEFAULT_INPUT = 128
@@ -80,7 +80,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-augment", action="store_true", help="train without augmentation")
     g = p.add_argument_group("split")
     g.add_argument("--test-fraction", type=float, default=0.05, help="held-out images (DLC's 95/5: 0.05)")
-    g.add_argument("--split", default="random", help="random | last | fold:i/n (images, not animals)")
+    g.add_argument("--split", default="random",
+                   help="random | last | fold:i/n | block:i/n | subset:N | file:SPLIT.json, by image, not animal "
+                        "(services/posenet/split.py)")
     g.add_argument("--split-seed", type=int, default=None, help="seed of the split (default --seed)")
     g.add_argument("--step", type=int, default=1,
                    help="train on every STEP-th training image only (consecutive video frames are near copies; "
@@ -132,8 +134,7 @@ def run_train(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise CliError(f"--split/--test-fraction: {exc}") from exc
         if args.step > 1:
-            sources = sorted({labels.animals[i].source for i in train_idx},
-                             key=lambda src: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", src)])
+            sources = sorted({labels.animals[i].source for i in train_idx}, key=natural_key)
             kept = set(sources[::args.step])
             train_idx = [i for i in train_idx if labels.animals[i].source in kept]
         if not train_idx:

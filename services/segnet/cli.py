@@ -337,6 +337,8 @@ def register_evaluate(sub: Any) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--weights", default="none", help="initialisation of the models trained here (as in train)")
     g.add_argument("--json", type=Path, help="write the results here")
+    g.add_argument("--plot", type=Path, default=None,
+                   help="--train-sizes: the curve as PLOT.png and PLOT.svg (default: beside --json)")
     p.set_defaults(func=_evaluate)
 
 
@@ -391,49 +393,52 @@ def _evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _evaluate_protocols(args: argparse.Namespace) -> dict[str, Any]:
-    from services.segnet.evaluate import ablation_splits, evaluate, folds, model_predict_fn, summarize, table
+    from services.segnet.evaluate import RESULT_KEYS, evaluate, model_predict_fn, table
     from sipec.cli import CliError
+    from sipec.protocols import ablation_split, block_folds, peak_point, plot_ablation, progress, summarize
     from sipec.training import resolve_weights
 
     weights = resolve_weights(args.weights)
     data = load_data(args, _image_size(args.image_size) if args.image_size else None)
     input_size = data.input_size
     out: dict[str, Any] = {}
-
-    def trained_and_evaluated(train_idx: Any, test_idx: Any, label: str) -> dict[str, Any]:
-        print(f"segnet: {label}: training on {len(train_idx)} images, testing on {len(test_idx)}", flush=True)
-        res = _train_one(args, data.subset(train_idx), input_size, weights, log=None)
-        row = evaluate(model_predict_fn(res.model), data.subset(test_idx), min_score=args.min_score)
-        print(f"segnet: {label}: mAP@0.5 {row['map50']:.3f} ({res.steps} steps, {res.seconds:.0f}s)", flush=True)
-        return {"train_images": len(train_idx), **row, "steps": res.steps, "train_seconds": round(res.seconds, 1)}
-
-    if args.folds:
-        try:
-            splits = folds(len(data), args.folds)
-        except ValueError as exc:
-            raise CliError(str(exc)) from exc
-        rows = [{"fold": k + 1, **trained_and_evaluated(tr, te, f"fold {k + 1}/{args.folds}")}
-                for k, (tr, te) in enumerate(splits)]
-        print(table(rows, "fold"))
-        out["folds"] = rows
-        out["folds_summary"] = summarize(rows)
-        s = out["folds_summary"]
-        print(f"segnet: {args.folds}-fold mAP@0.5 {s['map50']['mean']:.3f} +- {s['map50']['sd']:.3f}, "
-              f"mean IoU {s['mean_iou']['mean']:.3f}, Dice {s['mean_dice']['mean']:.3f}")
+    sizes: list[int] = []
     if args.train_sizes:
         try:
             sizes = [int(s) for s in args.train_sizes.split(",") if s.strip()]
         except ValueError as exc:
             raise CliError(f"--train-sizes: expected comma-separated integers, got {args.train_sizes!r}") from exc
-        if not 0 < args.test_fraction < 1:
-            raise CliError(f"--test-fraction must be in (0, 1), not {args.test_fraction}")
-        try:
-            test, trains = ablation_splits(len(data), sizes, args.test_fraction, args.seed)
-        except ValueError as exc:
-            raise CliError(str(exc)) from exc
-        rows = [trained_and_evaluated(tr, test, f"{len(tr)} training images") for tr in trains]
-        print(table(rows, "train_images"))
-        out["train_sizes"] = rows
+    try:
+        splits = block_folds(["frames"] * len(data), args.folds) if args.folds else []
+        test, trains = ablation_split(len(data), sizes, args.test_fraction, args.seed) if sizes else ([], [])
+    except ValueError as exc:
+        raise CliError(f"--folds/--train-sizes/--test-fraction: {exc}") from exc
+    runs = [(f"fold {k + 1}/{args.folds}", tr, te) for k, (tr, te) in enumerate(splits)]
+    runs += [(f"{len(tr)} training images", tr, test) for tr in trains]
+    rows = []
+    for label, train_idx, test_idx in progress(runs, "segnet protocol"):
+        print(f"segnet: {label}: training on {len(train_idx)} images, testing on {len(test_idx)}", flush=True)
+        res = _train_one(args, data.subset(train_idx), input_size, weights, log=None)
+        row = evaluate(model_predict_fn(res.model), data.subset(test_idx), min_score=args.min_score)
+        print(f"segnet: {label}: mAP@0.5 {row['map50']:.3f} ({res.steps} steps, {res.seconds:.0f}s)", flush=True)
+        rows.append({"train_images": len(train_idx), **row, "steps": res.steps,
+                     "train_seconds": round(res.seconds, 1)})
+    if args.folds:
+        fold_rows = [{"fold": k + 1, **r} for k, r in enumerate(rows[:args.folds])]
+        print(table(fold_rows, "fold"))
+        out["folds"] = fold_rows
+        out["folds_summary"] = s = summarize(fold_rows, RESULT_KEYS)
+        print(f"segnet: {args.folds}-fold mAP@0.5 {s['map50']['mean']:.3f} +- {s['map50']['sem']:.3f} (mean +- "
+              f"s.e.m.), mean IoU {s['mean_iou']['mean']:.3f}, Dice {s['mean_dice']['mean']:.3f}")
+    if sizes:
+        size_rows = [{"train_size": r["train_images"], **r} for r in rows[args.folds:]]
+        print(table(size_rows, "train_images"))
+        out["train_sizes"] = size_rows
+        out["peak"] = peak_point(sizes, [r["map50"] for r in size_rows], 0.95)
+        stem = args.plot or (args.json.with_suffix("") if args.json else Path("segnet-ablation"))
+        out["plot"] = [str(p) for p in plot_ablation(size_rows, "map50", Path(stem), "SegNet: mask mAP@0.5")]
+        print(f"segnet: mAP@0.5 within 95% of the best ({out['peak']['peak']:.3f}) from {out['peak']['size']} "
+              f"training images; plot {out['plot'][0]}")
     return out
 
 

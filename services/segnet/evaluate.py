@@ -7,8 +7,8 @@ compared with the ground truth at the frame's own resolution. Mean IoU and Dice 
 one-to-one matches with IoU >= 0.5 (:func:`sipec.metrics.match_masks`); ``recall50`` is the fraction of
 ground-truth instances so matched.
 
-Also the paper's protocols (Fig. 2b): k-fold cross-validation over contiguous blocks of frames
-(neighbouring video frames stay in one fold) and a label-count ablation.
+The paper's protocols (Fig. 2b: k-fold cross-validation over contiguous blocks of frames, a label-count
+ablation) run in `sipec evaluate segnet` with :mod:`sipec.protocols`.
 """
 
 from __future__ import annotations
@@ -91,42 +91,6 @@ def backend_predict_fn(backend: Any) -> PredictFn:
     from sipec.serving.batching import DEFAULT_BATCH_SIZE, predict_fixed
 
     return lambda images: predict_fixed(backend, {"image": images}, DEFAULT_BATCH_SIZE).outputs
-
-
-def folds(n: int, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """k contiguous folds (train indices, test indices) of n ordered frames."""
-    if k < 2 or k > n:
-        raise ValueError(f"--folds must be between 2 and the number of images ({n}), got {k}")
-    edges = np.linspace(0, n, k + 1).round().astype(int)
-    out = []
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
-        test = np.arange(a, b)
-        out.append((np.setdiff1d(np.arange(n), test), test))
-    return out
-
-
-def ablation_splits(n: int, sizes: list[int], test_fraction: float, seed: int
-                    ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Test indices (the last ``test_fraction`` of the frames) and, per size, that many training frames drawn
-    at random from the rest (nested: each smaller set is part of the larger ones)."""
-    n_test = max(1, int(round(n * test_fraction)))
-    pool = np.arange(n - n_test)
-    bad = [s for s in sizes if not 1 <= s <= len(pool)]
-    if bad:
-        raise ValueError(f"--train-sizes: {bad} not between 1 and the {len(pool)} frames left for training")
-    order = np.random.default_rng(seed).permutation(pool)
-    return np.arange(n - n_test, n), [np.sort(order[:s]) for s in sizes]
-
-
-def summarize(rows: list[dict[str, Any]], keys: tuple[str, ...] = RESULT_KEYS) -> dict[str, Any]:
-    """Mean and standard deviation of each result over rows (NaN ignored)."""
-    out = {}
-    for k in keys:
-        vals = np.array([r[k] for r in rows], dtype=np.float64)
-        ok = vals[np.isfinite(vals)]
-        out[k] = {"mean": float(ok.mean()) if ok.size else float("nan"),
-                  "sd": float(ok.std()) if ok.size else float("nan")}
-    return out
 
 
 def table(rows: list[dict[str, Any]], first: str) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,6 +148,38 @@ def test_split_by_image_random_last_and_folds(synth_dir):
     assert set().union(*folds) == set(range(len(data.samples)))
     with pytest.raises(ValueError, match="fold"):
         split_samples(data.samples, 0, 0, "fold:3/3")
+
+
+def test_block_subset_and_file_splits(synth_dir, tmp_path):
+    """block:i/n: contiguous frames, every image tested once; subset:N: N training images, nested, tested on the
+    last fraction; file: the listed test images."""
+    from services.posenet.data import load_labels
+
+    animals = load_labels(synth_dir).animals
+    sources = list(dict.fromkeys(a.source for a in animals))
+    position = {s: i for i, s in enumerate(sources)}
+    tested = []
+    for i in range(4):
+        tr, te = split_samples(animals, 0, 0, f"block:{i}/4")
+        frames = sorted({position[animals[j].source] for j in te})
+        assert frames == list(range(frames[0], frames[-1] + 1))
+        assert not {animals[j].source for j in tr} & {animals[j].source for j in te}
+        tested += frames
+    assert sorted(tested) == list(range(len(sources)))
+    small_tr, small_te = split_samples(animals, 0.25, 1, "subset:3")
+    big_tr, big_te = split_samples(animals, 0.25, 1, "subset:10")
+    assert small_te == big_te and {position[animals[j].source] for j in big_te} == set(range(18, 24))
+    assert len({animals[j].source for j in small_tr}) == 3 and set(small_tr) <= set(big_tr)
+    with pytest.raises(ValueError, match="between 1 and the 18"):
+        split_samples(animals, 0.25, 1, "subset:30")
+    split_file = tmp_path / "split.json"
+    # relative to the project: synth frames are video.mp4#INDEX, matched by path suffix
+    split_file.write_text(json.dumps({"test_images": [Path(sources[5]).name, Path(sources[7]).name]}))
+    tr, te = split_samples(animals, 0, 0, f"file:{split_file}")
+    assert {animals[j].source for j in te} == {sources[5], sources[7]}
+    split_file.write_text(json.dumps({"test_images": ["nowhere.png"]}))
+    with pytest.raises(ValueError, match="nowhere.png"):
+        split_samples(animals, 0, 0, f"file:{split_file}")
 
 
 def test_crop_centres_from_box_mask_and_keypoints_on_synth(synth_dir):

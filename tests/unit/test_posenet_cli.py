@@ -95,3 +95,44 @@ def test_mask_crops_on_data_without_masks_is_a_cli_error(shared_data, tmp_path):
     r = _sipec("train", "posenet", "--data", str(shared_data / "dlc-reaching-mouse"), "--out", str(tmp_path / "r"),
                "--crop-center", "mask")
     assert r.returncode == 2 and "dlc-reaching-mouse" in r.stderr and "needs masks" in r.stderr
+
+
+def test_protocol_flag_errors(synth_dir, tmp_path):
+    r = _sipec("evaluate", "posenet")
+    assert r.returncode == 2 and "--model-repo" in r.stderr and "--folds" in r.stderr
+    r = _sipec("evaluate", "posenet", "--folds", "3")
+    assert r.returncode == 2 and "--data" in r.stderr
+    r = _sipec("evaluate", "posenet", "--data", str(synth_dir), "--folds", "3", "--train-options", "--split last")
+    assert r.returncode == 2 and "--split" in r.stderr and "set by the protocol" in r.stderr
+    r = _sipec("evaluate", "posenet", "--data", str(synth_dir), "--train-sizes", "3,x")
+    assert r.returncode == 2 and "--train-sizes" in r.stderr
+    r = _sipec("evaluate", "posenet", "--data", str(synth_dir), "--folds", "2", "--work", str(tmp_path / "w"),
+               "--train-options", "--epochs 1 --no-such-flag")
+    assert r.returncode == 2 and "--train-options" in r.stderr and "no-such-flag" in r.stderr
+
+
+@pytest.mark.slow
+def test_folds_and_train_sizes_train_evaluate_plot_and_resume(synth_dir, tmp_path):
+    """--folds 2 and --train-sizes 3,8: four `sipec train posenet` runs in --work, their test metrics, mean +-
+    s.e.m., the ablation plot; a second call reuses every finished run."""
+    work, out = tmp_path / "work", tmp_path / "cv.json"
+    args = ("evaluate", "posenet", "--data", str(synth_dir / "keypoints.slp"), "--folds", "2", "--train-sizes",
+            "3,8", "--test-fraction", "0.25", "--train-options", "--epochs 1 --input-size 64 --width 8 "
+            "--batch-size 2", "--work", str(work), "--json", str(out))
+    r = _sipec(*args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert [f["fold"] for f in res["folds"]] == [1, 2]
+    assert sum(f["test_images"] for f in res["folds"]) == 20          # every frame tested once
+    s = res["folds_summary"]["rmse_px"]
+    assert s["n"] == 2 and s["sem"] == pytest.approx(abs(res["folds"][0]["rmse_px"] - res["folds"][1]["rmse_px"]) / 2)
+    assert [(t["train_size"], t["train_animals"], t["test_images"]) for t in res["train_sizes"]] == [(3, 3, 5),
+                                                                                                   (8, 8, 5)]
+    assert res["peak"]["size"] in (3, 8)
+    assert (tmp_path / "cv.png").is_file() and (tmp_path / "cv.svg").is_file()
+    info = json.loads((work / "fold2of2" / "1" / "assets" / "sipec.json").read_text())
+    assert info["training"]["data"]["split"]["mode"] == "block:1/2"
+    r = _sipec(*args)
+    assert r.returncode == 0 and r.stdout.count("reusing the finished run") == 4
+    assert not (work / "fold2of2" / "2").exists()
+    assert json.loads(out.read_text())["folds"] == res["folds"]

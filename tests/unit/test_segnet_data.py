@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from services.segnet.data import letterbox, letterbox_mask, load_coco, load_synth, parse_frames
-from services.segnet.evaluate import ablation_splits, evaluate, folds
+from services.segnet.evaluate import evaluate
 from services.segnet.postprocess import paste_mask, to_instances
 from services.segnet.via import main as via_main
 from services.segnet.via import via_to_coco
@@ -183,17 +184,7 @@ def test_to_instances_equals_the_frame_wide_computation():
         assert inst.rle == geometry.encode_rle(ref)
 
 
-def test_folds_ablation_and_frames():
-    parts = folds(10, 5)
-    assert [list(te) for _, te in parts] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
-    assert all(len(tr) == 8 for tr, _ in parts)
-    with pytest.raises(ValueError, match="--folds"):
-        folds(3, 5)
-    test, trains = ablation_splits(20, [2, 5], 0.3, seed=0)
-    assert list(test) == list(range(14, 20)) and [len(t) for t in trains] == [2, 5]
-    assert set(trains[0]) <= set(trains[1]) and max(trains[1]) < 14
-    with pytest.raises(ValueError, match="--train-sizes"):
-        ablation_splits(20, [15], 0.3, seed=0)
+def test_frames_option():
     assert parse_frames("0:1050") == slice(0, 1050) and parse_frames("1050:") == slice(1050, None)
     with pytest.raises(ValueError, match="START:STOP"):
         parse_frames("12")
@@ -217,7 +208,8 @@ def test_cli_errors_name_the_file_or_flag(tmp_path, synth, capsys):
     assert main(["evaluate", "segnet", "--synth", str(synth), "--model-repo", str(tmp_path / "none")]) == 2
     assert "--model-repo: directory not found" in capsys.readouterr().err
     assert main(["evaluate", "segnet", "--synth", str(synth), "--folds", "9"]) == 2
-    assert "--folds must be between 2 and the number of images (6)" in capsys.readouterr().err
+    assert "--folds/--train-sizes/--test-fraction: folds must be between 2 and the number of items (6)" in (
+        capsys.readouterr().err)
 
 
 @pytest.mark.slow
@@ -233,7 +225,11 @@ def test_folds_and_label_count_ablation_train_and_score_each_split(synth, tmp_pa
     assert all(r["train_images"] == 3 and r["images"] == 3 and r["steps"] > 0 for r in report["folds"])
     maps = [r["map50"] for r in report["folds"]]        # pycocotools gives -1 when a fold has nothing to score
     assert all(isinstance(m, float) and math.isfinite(m) and m >= 0 for m in maps)
-    assert report["folds_summary"]["map50"] == pytest.approx({"mean": float(np.mean(maps)), "sd": float(np.std(maps))})
+    sd = float(np.std(maps, ddof=1))
+    assert report["folds_summary"]["map50"] == pytest.approx({"mean": float(np.mean(maps)), "sd": sd,
+                                                              "sem": sd / math.sqrt(2), "n": 2})
     assert [r["train_images"] for r in report["train_sizes"]] == [2, 4]
+    assert report["peak"]["size"] in (2, 4) and {Path(p).suffix for p in report["plot"]} == {".png", ".svg"}
+    assert (tmp_path / "protocols.png").is_file()
     assert len({r["images"] for r in report["train_sizes"]}) == 1      # the same test images for every size
     assert "2-fold mAP@0.5" in capsys.readouterr().out
