@@ -40,12 +40,17 @@ from sipec.serving.runtime import LIVENESS  # noqa: E402
 
 K8S = ROOT / "k8s"
 KUBERNETES_VERSION = "1.30.0"
-# images not built here, pinned to a version; the gpu overlay's TF Serving is the -gpu build of the same one
-EXTERNAL_IMAGES = re.compile(r"^tensorflow/serving:\d+\.\d+\.\d+(-gpu)?$")
-SIPEC_IMAGE = re.compile(r"^(?:.+/)?sipec/([a-z0-9-]+):([A-Za-z0-9_.-]+)$")
+# images not built here, pinned to a version and/or a digest, from any registry (a site may mirror them); the gpu
+# overlay's TF Serving is the -gpu build of the same one
+_DIGEST = r"(?:@sha256:[0-9a-f]{64})"
+EXTERNAL_IMAGES = re.compile(rf"^(?:.+/)?tensorflow/serving(?::\d+\.\d+\.\d+(-gpu)?{_DIGEST}?|{_DIGEST})$")
+SIPEC_IMAGE = re.compile(rf"^(?:.+/)?sipec/([a-z0-9-]+)(?::([A-Za-z0-9_.-]+))?({_DIGEST})?$")
+# a whole GPU or a MIG slice of one (the GPU Operator's mixed strategy names them nvidia.com/mig-<g>g.<mem>gb)
+GPU_RESOURCE = re.compile(r"^nvidia\.com/(gpu|mig-\d+g\.\d+gb(\.me)?)$")
 TFSERVING_REQUIRED_FLAGS = ("--model_config_file=", "--enable_batching=", "--batching_parameters_file=",
                             "--monitoring_config_file=", "--port=8500", "--rest_api_port=8501")
 WORKLOAD_KINDS = ("Deployment", "Job", "Pod")
+SHIPPED_GPU_OVERLAYS = ("gpu", "gpu-facility")
 TFSERVING_METRICS_PATH = "/monitoring/prometheus/metrics"
 _WARN_CRD = re.compile(r"Couldn't find schema for kind (\S+) with api version (\S+) for kubernetes version")
 
@@ -562,26 +567,50 @@ def check_autoscaling(objects: list[dict[str, Any]], metric_names: set[str]) -> 
     return errors
 
 
-def check_gpu(objects: list[dict[str, Any]], overlay: str) -> list[str]:
-    """gpu overlays: every deep-network TF Serving gets the GPU build, one GPU, the toleration and a node
-    selector; nothing else asks for a GPU. Other kustomizations: no GPU at all."""
+def gpu_limits(container: dict[str, Any]) -> dict[str, Any]:
+    """The container's GPU limits: whole GPUs (nvidia.com/gpu) and MIG slices (nvidia.com/mig-1g.10gb ...)."""
+    return {k: v for k, v in container.get("resources", {}).get("limits", {}).items() if GPU_RESOURCE.match(k)}
+
+
+def _image_tag(image: str) -> str:
+    """The tag of an image reference ('' when it is pinned by digest only)."""
+    name = image.split("@", 1)[0]
+    return name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else ""
+
+
+def uses_gpus(objects: list[dict[str, Any]]) -> bool:
+    """Whether a rendering is a GPU deployment: a deep network's TF Serving asks for a GPU or a MIG slice."""
+    return any(c["name"] == "tfserving" and gpu_limits(c)
+               for obj in workloads(objects)
+               if obj["metadata"].get("labels", {}).get("sipec.io/deep-network") == "true"
+               for c in containers(pod_spec(obj)))
+
+
+def check_gpu(objects: list[dict[str, Any]]) -> list[str]:
+    """A GPU deployment (any deep network's TF Serving asks for a GPU; whatever the overlay is called): every
+    deep-network TF Serving gets one GPU or one MIG slice, the GPU build (tag ``-gpu``; an image pinned by digest
+    alone is taken as given), the toleration and a node selector; nothing else asks for a GPU. A CPU deployment:
+    no GPU at all."""
     errors = []
-    gpu_overlay = overlay.startswith("gpu")
+    gpu = uses_gpus(objects)
     for obj in workloads(objects):
         spec = pod_spec(obj)
         deep = obj["metadata"].get("labels", {}).get("sipec.io/deep-network") == "true"
         for c in containers(spec):
-            gpus = c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu")
-            meant = gpu_overlay and deep and c["name"] == "tfserving"
-            if meant:
-                if str(gpus) != "1" or not c["image"].endswith("-gpu"):
-                    errors.append(f"{where(obj, c)}: needs nvidia.com/gpu: 1 and a -gpu image")
+            limits = gpu_limits(c)
+            tag = _image_tag(c["image"])
+            if gpu and deep and c["name"] == "tfserving":
+                if len(limits) != 1 or str(next(iter(limits.values()))) != "1":
+                    errors.append(f"{where(obj, c)}: needs one GPU (nvidia.com/gpu: 1 or one MIG slice such as "
+                                  f"nvidia.com/mig-1g.10gb: 1), has {limits or 'none'}")
+                if tag and not tag.endswith("-gpu"):
+                    errors.append(f"{where(obj, c)}: image {c['image']} is not the -gpu build")
                 if not any(t.get("key") == "nvidia.com/gpu" for t in spec.get("tolerations", [])) \
                         or not spec.get("nodeSelector"):
                     errors.append(f"{where(obj)}: a GPU pod needs the nvidia.com/gpu toleration and a nodeSelector")
-            elif gpus is not None or c["image"].endswith("-gpu"):
-                errors.append(f"{where(obj, c)}: asks for a GPU, which only deep-network TF Serving in a gpu "
-                              "overlay should")
+            elif limits or tag.endswith("-gpu"):
+                errors.append(f"{where(obj, c)}: asks for a GPU, which only deep-network TF Serving in a GPU "
+                              "deployment should")
     return errors
 
 
@@ -776,9 +805,9 @@ def check_images(objects: list[dict[str, Any]], root: Path = ROOT) -> list[str]:
             if EXTERNAL_IMAGES.match(image):
                 continue
             m = SIPEC_IMAGE.match(image)
-            if not m or m.group(2) == "latest":
-                errors.append(f"{where(obj, c)}: image {image!r} is neither sipec/<service>:<pinned tag> nor an "
-                              "allowed external image")
+            if not m or not (m.group(3) or m.group(2) not in (None, "latest")):
+                errors.append(f"{where(obj, c)}: image {image!r} is neither sipec/<service> pinned by a tag (not "
+                              "latest) or a digest nor an allowed external image")
                 continue
             dockerfile = dockerfile_for(image, root)
             if dockerfile is None:
@@ -814,7 +843,7 @@ def check_all_dockerfiles(root: Path = ROOT) -> list[str]:
     return errors
 
 
-def consistency_errors(objects: list[dict[str, Any]], overlay: str, root: Path = ROOT,
+def consistency_errors(objects: list[dict[str, Any]], root: Path = ROOT,
                        metric_names: set[str] | None = None) -> list[str]:
     if metric_names is None:
         metric_names = adapter_metric_names(root / "k8s")
@@ -822,7 +851,7 @@ def consistency_errors(objects: list[dict[str, Any]], overlay: str, root: Path =
             + check_module_wiring(objects)
             + check_tfserving_configs(objects) + check_endpoints(objects) + check_pipeline_config(objects)
             + check_security(objects)
-            + check_autoscaling(objects, metric_names) + check_gpu(objects, overlay)
+            + check_autoscaling(objects, metric_names) + check_gpu(objects)
             + check_network_policies(objects) + check_service_monitors(objects) + check_jobs(objects)
             + check_images(objects, root))
 
@@ -832,7 +861,9 @@ def check_kustomization(path: Path) -> tuple[list[str], str]:
     text = render(path)
     objects = parse_manifests(text, f"kubectl kustomize {path}")
     schemas = validate_schemas(text, objects)
-    errors = schemas.errors + consistency_errors(objects, path.name)
+    errors = schemas.errors + consistency_errors(objects)
+    if path.parent.name == "overlays" and path.name in SHIPPED_GPU_OVERLAYS and not uses_gpus(objects):
+        errors.append(f"{path.name}: the shipped GPU overlay renders no GPU for the deep networks")
     rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     summary = (f"{rel}: {len(objects)} objects; {schemas.builtin} built-in (kubernetes-validate --strict, "
                f"Kubernetes {KUBERNETES_VERSION}), {schemas.custom} custom resources (sipec CRD schemas); "

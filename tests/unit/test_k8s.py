@@ -217,11 +217,67 @@ def test_security_settings_are_required(gpu_objects):
 
 
 def test_gpu_only_where_meant(gpu_objects, cpu_objects):
-    assert kc.check_gpu(gpu_objects, "cpu")          # the gpu rendering is wrong for a cpu overlay
-    assert kc.check_gpu(cpu_objects, "gpu")          # and the cpu one lacks the GPUs a gpu overlay needs
+    assert kc.uses_gpus(gpu_objects) and not kc.uses_gpus(cpu_objects)
+    assert kc.check_gpu(gpu_objects) == [] and kc.check_gpu(cpu_objects) == []
     objects = copy.deepcopy(gpu_objects)
     _container(_find(objects, "Deployment", "tracker"), "tracker")["resources"]["limits"]["nvidia.com/gpu"] = "1"
-    assert any("tracker" in e for e in kc.check_gpu(objects, "gpu"))
+    del _container(_find(objects, "Deployment", "posenet"), "tfserving")["resources"]["limits"]["nvidia.com/gpu"]
+    _container(_find(objects, "Deployment", "idnet"), "tfserving")["image"] = "tensorflow/serving:2.21.0"
+    errors = "\n".join(kc.check_gpu(objects))
+    assert "Deployment/tracker" in errors and "asks for a GPU" in errors
+    assert "Deployment/posenet container tfserving: needs one GPU" in errors and "is not the -gpu build" in errors
+
+
+def _site_overlay(tmp_path: Path, text: str) -> Path:
+    """A lab's own overlay on top of the shipped gpu one, outside the repository, named as docs/deploy.md shows."""
+    site = tmp_path / "mysite"
+    site.mkdir()
+    base = os.path.relpath(ROOT / "k8s" / "overlays" / "gpu", site)
+    (site / "kustomization.yaml").write_text(text.replace("BASE", base))
+    return site
+
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+@needs_kubectl
+def test_a_site_overlay_with_digests_and_mig_slices_is_accepted(tmp_path):
+    """What docs/deploy.md recommends: a site overlay not named gpu*, images pinned by digest, MIG slices for the
+    smaller networks. The checker judged GPU use by the overlay's name and wanted tags before."""
+    site = _site_overlay(tmp_path, f"""apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [BASE]
+images:
+- {{name: sipec/segnet, newName: registry.example.org/lab/sipec/segnet, digest: {DIGEST}}}
+- {{name: sipec/idnet, newName: registry.example.org/lab/sipec/idnet, newTag: 0.1.0, digest: {DIGEST}}}
+- {{name: tensorflow/serving, digest: {DIGEST}}}
+patches:
+- target: {{kind: Deployment, name: idnet}}
+  patch: |-
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata: {{name: idnet}}
+    spec:
+      template:
+        spec:
+          containers:
+          - name: tfserving
+            resources:
+              limits: {{nvidia.com/gpu: null, nvidia.com/mig-1g.10gb: 1}}
+              requests: {{nvidia.com/gpu: null, nvidia.com/mig-1g.10gb: 1}}
+""")
+    errors, summary = kc.check_kustomization(site)
+    assert errors == [] and summary.endswith("consistent")
+    objects = [d for d in yaml.safe_load_all(kc.render(site)) if d]
+    idnet = _container(_find(objects, "Deployment", "idnet"), "tfserving")
+    assert kc.gpu_limits(idnet) == {"nvidia.com/mig-1g.10gb": 1} and idnet["image"].endswith(DIGEST)
+    idnet["resources"]["limits"]["nvidia.com/mig-1g.10gb"] = 2
+    _container(_find(objects, "Deployment", "tracker"), "tfserving")["resources"]["limits"]["nvidia.com/mig-1g.5gb"] = 1
+    errors = "\n".join(kc.check_gpu(objects))
+    assert "Deployment/idnet container tfserving: needs one GPU" in errors and "tracker container tfserving: asks" in errors
+    assert kc.check_images(objects) == []
+    _container(_find(objects, "Deployment", "segnet"), "segnet")["image"] = "registry.example.org/sipec/segnet"
+    assert "pinned by a tag (not latest) or a digest" in "\n".join(kc.check_images(objects))
 
 
 def test_autoscaling_needs_a_served_metric_and_a_target(gpu_objects):
