@@ -5,7 +5,9 @@ results.parquet / results.csv (one row per animal per frame), pose_dlc.h5 / pose
 pose.nwb (when PoseNet ran), annotated.mp4, ethogram.png and bouts.csv (when BehaveNet ran), density_*.png,
 and summary.json (written last). A video that fails (does not open, is corrupt) is reported by name and
 the others still run; results decoded before a corruption are kept. `--resume` continues each video after
-its last checkpointed frame.
+its last checkpointed frame, after checking that the checkpoint belongs to the same video file and the same
+model versions; a video already finished (its summary.json written for the same file) is not analysed or
+rendered again.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import numpy as np
 
 from orchestrator.config import PipelineConfig
 from orchestrator.pipeline import FrameState, ModuleSet, VideoPipeline
+from orchestrator.results import PROGRESS, ResumeMismatch
 from orchestrator.sinks import ResultsSink, render_annotated_video, write_pose_files
-from orchestrator.video import FrameReader, VideoError, probe
+from orchestrator.video import FrameReader, VideoError, probe, video_fingerprint
 from sipec.data.atomic import write_text_atomic
 
 log = logging.getLogger("sipec.analyze")
@@ -40,6 +43,8 @@ class VideoOutcome:
     error: str = ""
     files: list[str] = field(default_factory=list)
     retries: int = 0   # times the video was taken up again after a module was unavailable
+    bad_input: bool = False   # the video does not open or decode, or --resume found another video's checkpoint
+    already_finished: bool = False   # --resume found it finished: nothing analysed or written again
 
     @property
     def fps(self) -> float:
@@ -50,13 +55,18 @@ def _names(modules: ModuleSet, name: str, field_: str) -> list[str]:
     return list(getattr(modules.info[name], field_)) if name in modules else []
 
 
-def output_names(videos: list[Path]) -> dict[Path, str]:
-    """The result folder name of each video: its file stem made a safe single path component (no separators, no
-    leading dot, so never `.` or `..`), with `-2`, `-3`, ... for stems that repeat, in the order given."""
+FOLDER_NAMES = ("stem", "file")
+
+
+def output_names(videos: list[Path], by: str = "stem") -> dict[Path, str]:
+    """The result folder name of each video: its file stem (``by="file"``: its whole file name, suffix included,
+    which never collides between the videos of one folder, whoever analyses them) made a safe single path
+    component (no separators, no leading dot, so never `.` or `..`), with `-2`, `-3`, ... for names that repeat
+    among ``videos``, in the order given."""
     names: dict[Path, str] = {}
     used: set[str] = set()
     for video in videos:
-        base = re.sub(r"[^A-Za-z0-9_.+-]", "_", video.stem).lstrip(".") or "video"
+        base = re.sub(r"[^A-Za-z0-9_.+-]", "_", video.name if by == "file" else video.stem).lstrip(".") or "video"
         name, k = base, 1
         while name in used:
             k += 1
@@ -73,15 +83,25 @@ def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineCo
     t0 = time.time()
     try:
         info = probe(video)
-    except VideoError as exc:
-        outcome.error = str(exc)
+        source = video_fingerprint(video)
+    except (VideoError, OSError) as exc:
+        outcome.error, outcome.bad_input = str(exc), True
+        return outcome
+    versions = {m: int(i.version) for m, i in modules.info.items()}
+    if resume and _finished_before(folder, source, versions, outcome):
         return outcome
     folder.mkdir(parents=True, exist_ok=True)
+    if not resume:   # a summary left by an earlier analysis of this folder would describe other results
+        (folder / "summary.json").unlink(missing_ok=True)
     keypoints = _names(modules, "posenet", "keypoint_names")
     behaviours = _names(modules, "behavenet", "class_names")
-    versions = {m: int(i.version) for m, i in modules.info.items()}
-    sink = ResultsSink(folder, str(video), keypoints, behaviours, resume=resume, chunk_frames=config.chunk_frames,
-                       meta={"video": str(video), "model_versions": versions})
+    try:
+        sink = ResultsSink(folder, str(video), keypoints, behaviours, resume=resume,
+                           chunk_frames=config.chunk_frames,
+                           meta={"video": str(video), "source": source, "model_versions": versions})
+    except ResumeMismatch as exc:
+        outcome.error, outcome.bad_input = str(exc), True
+        return outcome
     start = sink.writer.next_frame
     decode_error: VideoError | None = None
     if not sink.writer.finished:
@@ -130,8 +150,10 @@ def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineCo
     outcome.files = files
     outcome.ok = decode_error is None
     outcome.error = str(decode_error) if decode_error else ""
+    outcome.bad_input = decode_error is not None
     summary = {
-        "video": str(video), "frames_analysed": outcome.frames, "frames_in_header": info.frames, "fps": info.fps,
+        "video": str(video), "source": source, "frames_analysed": outcome.frames, "frames_in_header": info.frames,
+        "fps": info.fps,
         "size": [info.width, info.height], "modules": list(modules.stubs), "model_versions": versions,
         "resumed_from_frame": start if resume else 0, "rows": brief.num_rows,
         "seconds": round(outcome.seconds, 2), "decode_fps": round(decode_fps, 1), "files": files,
@@ -146,6 +168,26 @@ def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineCo
     write_text_atomic(folder / "summary.json", json.dumps(summary, indent=2))
     outcome.files.append("summary.json")
     return outcome
+
+
+def _finished_before(folder: Path, source: dict[str, Any], versions: dict[str, int], outcome: VideoOutcome
+                     ) -> bool:
+    """Whether ``folder`` holds this video's finished analysis (progress.json finished and summary.json, written
+    last, for the same file and model versions); if so ``outcome`` is filled from it and nothing needs doing."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+        finished = json.loads((folder / PROGRESS).read_text()).get("finished")
+    except (OSError, ValueError):
+        return False
+    if not finished or summary.get("source") != source or summary.get("model_versions") != versions:
+        return False
+    outcome.frames = int(summary.get("frames_analysed", 0))
+    outcome.files = list(summary.get("files", [])) + ["summary.json"]
+    outcome.error = summary.get("error") or ""
+    outcome.ok = not outcome.error
+    outcome.bad_input = bool(outcome.error)
+    outcome.already_finished = True
+    return True
 
 
 def _untracked(table: Any) -> int:
@@ -291,10 +333,11 @@ def _reports(table: Any, folder: Path, behaviours: list[str], info: Any, config:
 
 
 def analyze(videos: list[Path], out: Path, modules: ModuleSet, config: PipelineConfig, resume: bool = False,
-            progress_factory: Callable[[Path, int], Any] | None = None) -> list[VideoOutcome]:
+            progress_factory: Callable[[Path, int], Any] | None = None, folder_names: str = "stem"
+            ) -> list[VideoOutcome]:
     """Every video in turn; one failing never stops the others."""
     outcomes = []
-    names = output_names(videos)
+    names = output_names(videos, folder_names)
     for video in videos:
         bar = progress_factory(video, 0) if progress_factory else None
         attempt = 0

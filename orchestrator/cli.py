@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_STATE = Path(".sipec")
+EXIT_BAD_INPUT = 3   # every failed video failed on its input; the batch Job's podFailurePolicy fails the index
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +21,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--services", help="'local' (the services `sipec up` started) or an endpoints.yaml; "
                                       "default: run the modules in this process")
     a.add_argument("--state-dir", type=Path, default=DEFAULT_STATE, help="where `sipec up` keeps its state")
-    a.add_argument("--resume", action="store_true", help="continue each video after its last completed frame")
+    a.add_argument("--resume", action="store_true",
+                   help="continue each video after its last completed frame (checked to be the same video file and "
+                        "model versions); a video already finished is left as it is")
+    a.add_argument("--folder-names", choices=("stem", "file"), default="stem",
+                   help="name each video's result folder by its stem (default: a.mp4 -> OUT/a) or by its whole "
+                        "file name (OUT/a.mp4: videos of one folder never share a result folder, as the batch Job "
+                        "needs)")
     a.add_argument("--animals", type=int, default=None, metavar="N",
                    help="the known number of animals (sets tracker.animals of pipeline.yaml): at most N tracks, "
                         "fragments stitched into N")
@@ -96,20 +103,24 @@ def run_analyze(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     try:
         outcomes = analyze(videos, args.out, modules, config, resume=args.resume,
-                           progress_factory=_progress_factory(args.quiet))
+                           progress_factory=_progress_factory(args.quiet), folder_names=args.folder_names)
     finally:
         for s in servicers:
             s.close()
-    failed = 0
+    failed = [o for o in outcomes if not o.ok]
     for o in outcomes:
-        if o.ok:
+        if o.ok and o.already_finished:
+            print(f"{o.video}: already finished ({o.frames} frames) -> {o.folder}")
+        elif o.ok:
             again = f", taken up again {o.retries} time(s) after a module was unavailable" if o.retries else ""
             print(f"{o.video}: {o.frames} frames in {o.seconds:.1f} s ({o.fps:.1f} frames/s){again} -> {o.folder}")
         else:
-            failed += 1
             kept = f"; results so far in {o.folder}" if o.frames else ""
             print(f"sipec analyze: error: {o.error}{kept}", file=sys.stderr)
-    return 1 if failed else 0
+    if not failed:
+        return 0
+    # 3: only bad input (a video that does not open or decode, another video's checkpoint): retrying cannot help
+    return EXIT_BAD_INPUT if all(o.bad_input for o in failed) else 1
 
 
 def run_up(args: argparse.Namespace) -> int:

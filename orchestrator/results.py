@@ -27,6 +27,12 @@ from sipec.data.atomic import atomic_path
 
 PROGRESS = "progress.json"
 PARTS = "parts"
+# meta keys a resume must find unchanged in progress.json: the same video file, the same model versions
+RESUME_KEYS = ("source", "model_versions")
+
+
+class ResumeMismatch(ValueError):
+    """progress.json belongs to another video, or to other model versions: resuming would mix two analyses."""
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -85,6 +91,12 @@ class ResultsWriter:
         self.parts = [p for p in progress["parts"] if (self.parts_dir / p).is_file()]
         if len(self.parts) != len(progress["parts"]):
             raise ValueError(f"{path}: names parts that are missing from {self.parts_dir}; run again without --resume")
+        for key in RESUME_KEYS:
+            if key in self.meta and key in progress and progress[key] != self.meta[key]:
+                what = "another video" if key == "source" else "other model versions"
+                raise ResumeMismatch(f"{path}: was written for {what} ({key} {progress[key]}, now "
+                                     f"{self.meta[key]}); resuming would mix two analyses. Analyse into another "
+                                     "--out, or run again without --resume to start this video over")
         self.last_completed = int(progress["last_completed_frame"])
         self.finished = bool(progress.get("finished"))
         for p in self.parts_dir.glob("*.parquet"):  # written after the last checkpoint: not complete

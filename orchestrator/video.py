@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -80,6 +81,17 @@ def find_videos(inputs: list[str | os.PathLike]) -> list[Path]:
         else:
             out.append(p)
     return out
+
+
+def video_fingerprint(path: str | os.PathLike, head_bytes: int = 1 << 20) -> dict[str, Any]:
+    """What identifies a video file wherever it is mounted: its name, size and the SHA-256 of its first MiB
+    (progress.json and summary.json record it, so that a resume never continues another video's results)."""
+    import hashlib
+
+    p = Path(path)
+    with p.open("rb") as f:
+        head = hashlib.sha256(f.read(head_bytes)).hexdigest()
+    return {"name": p.name, "bytes": p.stat().st_size, "sha256_first_mib": head}
 
 
 class FrameReader:

@@ -664,11 +664,25 @@ def check_jobs(objects: list[dict[str, Any]]) -> list[str]:
         spec = job["spec"]
         if spec.get("completionMode") != "Indexed":
             errors.append(f"Job/{job['metadata']['name']}: must be an Indexed Job")
+        name = job["metadata"]["name"]
+        rules = spec.get("podFailurePolicy", {}).get("rules", [])
+        if not any(r.get("action") == "Ignore" and any(c.get("type") == "DisruptionTarget"
+                                                       for c in r.get("onPodConditions", [])) for r in rules):
+            errors.append(f"Job/{name}: needs a podFailurePolicy rule Ignore on DisruptionTarget (evictions and "
+                          "drains must not use up a video's retries)")
+        if "backoffLimitPerIndex" not in spec:
+            errors.append(f"Job/{name}: needs backoffLimitPerIndex (retries per video, not for the whole Job)")
         for c in pod_spec(job)["containers"]:
             env = {e["name"]: e.get("value") for e in c.get("env", [])}
-            if env.get("SHARDS") != str(spec.get("completions")):
-                errors.append(f"Job/{job['metadata']['name']}: env SHARDS={env.get('SHARDS')} must equal "
-                              f"completions={spec.get('completions')}")
+            if env.get("VIDEOS") != str(spec.get("completions")):
+                errors.append(f"Job/{name}: env VIDEOS={env.get('VIDEOS')} must equal "
+                              f"completions={spec.get('completions')} (one index per video)")
+            listed = mounted_file(pod_spec(job), c, objects, "/etc/sipec/videos.txt")
+            if listed is not None:
+                count = sum(1 for line in listed.splitlines() if line and not line.startswith("#"))
+                if count != spec.get("completions"):
+                    errors.append(f"Job/{name}: videos.txt lists {count} video(s), completions is "
+                                  f"{spec.get('completions')}: one index per video")
             for arg in c.get("command", [])[1:]:
                 if arg.startswith("/etc/") and mounted_file(pod_spec(job), c, objects, arg) is None:
                     errors.append(f"{where(job, c)}: runs {arg}, which no mounted ConfigMap provides")

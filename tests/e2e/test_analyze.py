@@ -77,6 +77,23 @@ def test_resume_after_interruption_loses_and_duplicates_nothing(setup):
     assert resumed.equals(pq.read_table(full).select(resumed.column_names))
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["resumed_from_frame"] == progress["last_completed_frame"] + 1
+    # a finished video (a retried batch index) is neither analysed nor rendered again
+    stamps = {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.is_file()}
+    r = _sipec("analyze", str(video), "--models", str(d / "models"), "--out", str(out), "--config",
+               str(d / "pipeline.yaml"), "--quiet", "--resume")
+    assert "already finished (24 frames)" in r.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.is_file()} == stamps
+    # another file under the same name: its checkpoint is refused, named, and nothing is overwritten
+    other = out / "elsewhere" / "video.mp4"
+    other.parent.mkdir()
+    other.write_bytes(video.read_bytes() + b"\0" * 64)
+    progress = json.loads((folder / "progress.json").read_text())
+    progress["finished"] = False
+    (folder / "progress.json").write_text(json.dumps(progress))
+    r = _sipec("analyze", str(other), "--models", str(d / "models"), "--out", str(out), "--config",
+               str(d / "pipeline.yaml"), "--quiet", "--resume", check=False)
+    assert r.returncode == 3 and "was written for another video" in r.stderr, r.stderr[-2000:]
+    assert pq.read_table(folder / "results.parquet").equals(resumed)
 
 
 def test_bad_inputs_are_named_and_other_videos_still_run(setup, tmp_path):
@@ -85,7 +102,7 @@ def test_bad_inputs_are_named_and_other_videos_still_run(setup, tmp_path):
     bad.write_bytes(b"not a video at all" * 10)
     r = _sipec("analyze", str(bad), str(d / "synth" / "video.mp4"), "--models", str(d / "models"), "--out",
                str(tmp_path / "out"), "--config", str(d / "pipeline.yaml"), "--quiet", check=False)
-    assert r.returncode == 1
+    assert r.returncode == 3            # every failure is bad input: retrying cannot help
     assert "broken.mp4: cannot open as a video" in r.stderr
     assert (tmp_path / "out" / "video" / "results.parquet").is_file()
     # a video cut off in the middle (a copy that did not finish): named, and the frames before the cut are kept
@@ -94,7 +111,7 @@ def test_bad_inputs_are_named_and_other_videos_still_run(setup, tmp_path):
     cut.write_bytes(data[: len(data) * 2 // 3])
     r = _sipec("analyze", str(cut), "--models", str(d / "models"), "--out", str(tmp_path / "cut-out"), "--config",
                str(d / "pipeline.yaml"), "--quiet", check=False)
-    assert r.returncode == 1 and "cut.mp4" in r.stderr, r.stderr[-2000:]
+    assert r.returncode == 3 and "cut.mp4" in r.stderr, r.stderr[-2000:]
     summary = json.loads((tmp_path / "cut-out" / "cut" / "summary.json").read_text())
     assert summary["error"] and "cut.mp4" in summary["error"]
     assert 0 < summary["frames_analysed"] < summary["frames_in_header"]

@@ -274,7 +274,8 @@ patches:
     idnet["resources"]["limits"]["nvidia.com/mig-1g.10gb"] = 2
     _container(_find(objects, "Deployment", "tracker"), "tfserving")["resources"]["limits"]["nvidia.com/mig-1g.5gb"] = 1
     errors = "\n".join(kc.check_gpu(objects))
-    assert "Deployment/idnet container tfserving: needs one GPU" in errors and "tracker container tfserving: asks" in errors
+    assert "Deployment/idnet container tfserving: needs one GPU" in errors
+    assert "tracker container tfserving: asks" in errors
     assert kc.check_images(objects) == []
     _container(_find(objects, "Deployment", "segnet"), "segnet")["image"] = "registry.example.org/sipec/segnet"
     assert "pinned by a tag (not latest) or a digest" in "\n".join(kc.check_images(objects))
@@ -290,12 +291,16 @@ def test_autoscaling_needs_a_served_metric_and_a_target(gpu_objects):
     assert "requests_per_second" in errors and "idnett" in errors and "must not set replicas" in errors
 
 
-def test_batch_job_shards_must_match_completions():
+def test_batch_job_has_one_index_per_video_and_spares_evicted_pods():
     objects = [d for d in yaml.safe_load_all(kc.render(ROOT / "k8s" / "batch")) if d] if shutil.which("kubectl") \
         else pytest.skip("kubectl not installed")
     assert kc.check_jobs(objects) == []
-    _find(objects, "Job", "sipec-analyze")["spec"]["completions"] = 9
-    assert any("SHARDS" in e for e in kc.check_jobs(objects))
+    job = _find(objects, "Job", "sipec-analyze")
+    job["spec"]["completions"] = 9
+    del job["spec"]["podFailurePolicy"]
+    errors = "\n".join(kc.check_jobs(objects))
+    assert "env VIDEOS=4 must equal completions=9" in errors and "videos.txt lists 4 video(s)" in errors
+    assert "Ignore on DisruptionTarget" in errors
 
 
 def test_dockerfile_checks_catch_common_mistakes(tmp_path):
@@ -325,20 +330,22 @@ def test_dockerfile_parser_joins_continuations_and_drops_comments():
 
 
 # ---------------------------------------------------------------------------- the batch shard script
-def _run_shards(tmp_path: Path, videos: str, shards: int, fail: str = "") -> tuple[list[list[str]], list[int]]:
+def _run_indexes(tmp_path: Path, videos: str, indexes: int, expected: int | None = None,
+                 exit_code: int = 0) -> tuple[list[list[str]], list[int]]:
     """Run k8s/batch/analyze-shard.sh for every index with a fake `sipec` that records its arguments."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     log = tmp_path / "calls.txt"
     fake = bin_dir / "sipec"
-    fake.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\ncase "$*" in *"{fail or "@never@"}"*) exit 1 ;; esac\n')
+    fake.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nexit {exit_code}\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     (tmp_path / "videos.txt").write_text(videos)
     codes = []
-    for index in range(shards):
+    for index in range(indexes):
         env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "JOB_COMPLETION_INDEX": str(index),
-               "SHARDS": str(shards), "RUN_NAME": "run-7", "VIDEOS_FILE": str(tmp_path / "videos.txt"),
-               "VIDEOS_ROOT": "/v", "RESULTS_ROOT": "/r", "SIPEC_CONFIG_DIR": "/cfg"}
+               "VIDEOS": str(indexes if expected is None else expected), "RUN_NAME": "run-7",
+               "VIDEOS_FILE": str(tmp_path / "videos.txt"), "VIDEOS_ROOT": "/v", "RESULTS_ROOT": "/r",
+               "SIPEC_CONFIG_DIR": "/cfg"}
         proc = subprocess.run(["sh", str(ROOT / "k8s" / "batch" / "analyze-shard.sh")], env=env,
                               capture_output=True, text=True, timeout=30, check=False)
         codes.append(proc.returncode)
@@ -346,25 +353,27 @@ def _run_shards(tmp_path: Path, videos: str, shards: int, fail: str = "") -> tup
     return calls, codes
 
 
-def test_shard_script_gives_every_video_to_exactly_one_shard(tmp_path):
-    videos = "# header\nlab-a/cage-1/a.mp4\n\nlab-a/cage-2/b.mp4\nc.mp4\n# skipped.mp4\nlab-b/d.mp4\nlab-b/e.mp4"
-    calls, codes = _run_shards(tmp_path, videos, shards=3)
-    assert codes == [0, 0, 0]
-    analysed = sorted(c[2] for c in calls)
-    assert analysed == sorted(f"/v/{v}" for v in ("lab-a/cage-1/a.mp4", "lab-a/cage-2/b.mp4", "c.mp4",
-                                                  "lab-b/d.mp4", "lab-b/e.mp4"))
-    by_video = {c[2]: c for c in calls}
-    call = by_video["/v/lab-a/cage-1/a.mp4"]
+def test_index_script_gives_every_video_its_own_index_and_folder(tmp_path):
+    videos = "# header\nlab-a/cage-1/a.mp4\n\nlab-a/cage-1/a.avi\nc.mp4\n# skipped.mp4\nlab-b/d.mp4\nlab-b/e.mp4"
+    calls, codes = _run_indexes(tmp_path, videos, indexes=5)
+    assert codes == [0] * 5
+    assert [c[2] for c in calls] == [f"/v/{v}" for v in ("lab-a/cage-1/a.mp4", "lab-a/cage-1/a.avi", "c.mp4",
+                                                         "lab-b/d.mp4", "lab-b/e.mp4")]
+    call = calls[0]
     assert call[:2] == ["--log-format=json", "analyze"]
     assert call[call.index("--out") + 1] == "/r/run-7/lab-a/cage-1"
+    assert call[call.index("--folder-names") + 1] == "file"        # a.mp4 and a.avi: folders a.mp4/ and a.avi/
     assert call[call.index("--services") + 1] == "/cfg/endpoints.yaml" and "--resume" in call
-    assert by_video["/v/c.mp4"][by_video["/v/c.mp4"].index("--out") + 1] == "/r/run-7"
+    assert calls[2][calls[2].index("--out") + 1] == "/r/run-7"
 
 
-def test_shard_script_fails_its_index_when_a_video_fails_but_finishes_the_others(tmp_path):
-    calls, codes = _run_shards(tmp_path, "a.mp4\nb.mp4\nc.mp4\nd.mp4\n", shards=2, fail="/v/a.mp4")
-    assert codes == [1, 0]                   # index 0 (a, c) failed on a, still ran c
-    assert sorted(c[2] for c in calls) == ["/v/a.mp4", "/v/b.mp4", "/v/c.mp4", "/v/d.mp4"]
+def test_index_script_passes_on_the_exit_status_and_checks_the_count(tmp_path):
+    calls, codes = _run_indexes(tmp_path, "a.mp4\nb.mp4\n", indexes=2, exit_code=3)
+    assert codes == [3, 3] and len(calls) == 2        # bad input: the podFailurePolicy fails the index at once
+    other = tmp_path / "other"
+    other.mkdir()
+    calls, codes = _run_indexes(other, "a.mp4\nb.mp4\nc.mp4\n", indexes=2)
+    assert codes == [2, 2] and calls == []            # VIDEOS=2 but three listed: nothing runs
 
 
 def test_tfserving_config_files_are_parsed_as_tf_servings_own_messages(gpu_objects):
