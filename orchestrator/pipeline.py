@@ -66,6 +66,16 @@ class ModuleUnavailable(Exception):
         return str(self)
 
 
+class ModelVersionChanged(RuntimeError):
+    """A module answered with another model version than the one the analysis started with (recorded in
+    progress.json and summary.json): one video is analysed by one version of each model, never two."""
+
+    def __init__(self, module: str, started: int, now: int, frame: int) -> None:
+        super().__init__(f"{module}: model version {now} answered frame {frame}, but this analysis started with "
+                         f"version {started}: one video is analysed by one version. Pin the version "
+                         "(--model-version; specific in TF Serving's models.config) and analyse the video again")
+
+
 def _check_available(module: str, error: Any) -> None:
     """Raise ModuleUnavailable for an ItemError with code UNAVAILABLE (any other error is the item's own)."""
     if error.code == _UNAVAILABLE:
@@ -329,6 +339,12 @@ class VideoPipeline:
             if s is not None and s.error is not None:
                 raise s.error
 
+    def _check_version(self, module: str, version: int, frame: int) -> None:
+        """Every answer comes from the model version the analysis started with (0: an error, no version)."""
+        started = int(self.m.info[module].version)
+        if version and started and version != started:
+            raise ModelVersionChanged(module, started, int(version), frame)
+
     def _replay(self, replay: list[tuple[int, list[Any]]]) -> None:
         for index, instances in replay:
             req = tracker_pb2.TrackRequest(frame=common_pb2.FrameRef(index=index), instances=instances)
@@ -346,6 +362,7 @@ class VideoPipeline:
     # ------------------------------------------------------------------------------------------------
     def _process(self, frame: Frame, seg: Any) -> None:
         state = FrameState(frame)
+        self._check_version("segnet", seg.model_version, frame.index)
         if seg.HasField("error") and seg.error.code:
             _check_available("segnet", seg.error)
             state.error = f"segnet: {seg.error.message}"
@@ -448,6 +465,7 @@ class VideoPipeline:
 
     # responses (in the streams' threads) -------------------------------------------------------------
     def _on_pose(self, resp: Any) -> None:
+        self._check_version("posenet", resp.model_version, resp.frame.index)
         for pose in resp.poses:
             if pose.HasField("error"):
                 _check_available("posenet", pose.error)
@@ -463,6 +481,7 @@ class VideoPipeline:
             self._lock.notify_all()
 
     def _on_identity(self, resp: Any) -> None:
+        self._check_version("idnet", resp.model_version, resp.frame.index)
         if resp.result.HasField("error"):
             _check_available("idnet", resp.result.error)
         with self._lock:
@@ -476,6 +495,7 @@ class VideoPipeline:
             self._lock.notify_all()
 
     def _on_behaviour(self, resp: Any) -> None:
+        self._check_version("behavenet", resp.model_version, resp.frame.index)
         if resp.HasField("error"):
             _check_available("behavenet", resp.error)
         with self._lock:

@@ -119,10 +119,14 @@ class PipelineService(orchestrator_pb2_grpc.PipelineServicer):
         first = next(request_iterator, None)
         if first is None:
             return
-        modules = self.modules
+        try:   # the models served now (a rollout may have changed a version since the last stream)
+            current = ModuleSet(self.modules.stubs)
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"a module does not answer GetModelInfo: {exc}")
+        modules = current
         if first.modules:
             try:
-                modules = self.modules.subset(list(first.modules))
+                modules = current.subset(list(first.modules))
             except ValueError as exc:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"modules: {exc}")
 
@@ -161,7 +165,10 @@ class PipelineService(orchestrator_pb2_grpc.PipelineServicer):
 
     @grpc_errors
     def GetModelInfo(self, request: Any, context: grpc.ServicerContext) -> Any:
-        modules = self._modules()
+        try:
+            modules = ModuleSet(self._modules().stubs)   # the versions served now
+        except ValueError as exc:
+            raise Unavailable(f"a module does not answer GetModelInfo: {exc}") from exc
         versions = {m: int(i.version) for m, i in modules.info.items()}
         return common_pb2.ModelInfo(module="orchestrator", model_name="pipeline",
                                     architecture="+".join(modules.stubs),

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sipec.deploy import CUSTOM_RESOURCE_SCHEMAS, parse_manifests, validate_custom_resource  # noqa: E402
+from sipec.serving.model_config import parse_model_config, served_versions  # noqa: E402
 from sipec.serving.runtime import LIVENESS  # noqa: E402
 
 K8S = ROOT / "k8s"
@@ -51,6 +52,7 @@ TFSERVING_REQUIRED_FLAGS = ("--model_config_file=", "--enable_batching=", "--bat
                             "--monitoring_config_file=", "--port=8500", "--rest_api_port=8501")
 WORKLOAD_KINDS = ("Deployment", "Job", "Pod")
 SHIPPED_GPU_OVERLAYS = ("gpu", "gpu-facility")
+BUSY_METRIC = "sipec_backend_duty_cycle"
 TFSERVING_METRICS_PATH = "/monitoring/prometheus/metrics"
 _WARN_CRD = re.compile(r"Couldn't find schema for kind (\S+) with api version (\S+) for kubernetes version")
 
@@ -256,10 +258,8 @@ def parse_tfserving_config(key: str, text: str) -> Any:
     from google.protobuf import text_format
 
     if key == "models.config":
-        from tensorflow_serving.config import model_server_config_pb2
-
-        message = model_server_config_pb2.ModelServerConfig()
-    elif key == "batching.config":
+        return parse_model_config(text, key)
+    if key == "batching.config":
         message = _mirror("BatchingParameters")
     elif key == "monitoring.config":
         message = _mirror("MonitoringConfig")
@@ -290,8 +290,9 @@ def check_tfserving_configs(objects: list[dict[str, Any]]) -> list[str]:
                 if not configs:
                     errors.append(f"{where_}: no model in model_config_list")
                 for c in configs:
-                    if c.model_platform != "tensorflow" or not c.model_version_policy.HasField("latest"):
-                        errors.append(f"{where_}: {c.name}: needs model_platform tensorflow and a latest policy")
+                    if c.model_platform != "tensorflow" or not c.model_version_policy.HasField("specific"):
+                        errors.append(f"{where_}: {c.name}: needs model_platform tensorflow and a specific version "
+                                      "policy (one pinned version)")
             elif key == "batching.config":
                 if msg.max_batch_size.value < 1 or msg.num_batch_threads.value < 1:
                     errors.append(f"{where_}: max_batch_size and num_batch_threads must be at least 1")
@@ -378,6 +379,28 @@ def _batch_fits(dep: dict[str, Any], module: dict[str, Any], tfs: dict[str, Any]
     return []
 
 
+def _versions_pinned(dep: dict[str, Any], module: dict[str, Any], tfs: dict[str, Any], config: str) -> list[str]:
+    """Every model of the pod's TF Serving config pins one version, and the module asks for that version
+    (--model-version, --features-model-version): one video is never analysed by two versions, and a rollout
+    of a new version is a change of the pod template that `kubectl rollout undo` reverses."""
+    try:
+        versions = served_versions(config)
+    except ValueError as exc:
+        return [f"{where(dep, tfs)}: {exc}"]
+    errors = []   # a model that follows the newest version is reported by check_tfserving_configs
+    args = module.get("args", [])
+    for name_flag, version_flag in (("--model-name", "--model-version"),
+                                    ("--features-model", "--features-model-version")):
+        name = flag(args, name_flag)
+        if not name or not versions.get(name):
+            continue
+        asked = flag(args, version_flag)
+        if asked != str(versions[name]):
+            errors.append(f"{where(dep, module)}: {version_flag} {asked} but TF Serving pins {name} version "
+                          f"{versions[name]}: give {version_flag}={versions[name]}")
+    return errors
+
+
 def check_module_wiring(objects: list[dict[str, Any]]) -> list[str]:
     """The module's flags, its ports, TF Serving's flags, model config and probe paths agree."""
     errors = []
@@ -392,6 +415,11 @@ def check_module_wiring(objects: list[dict[str, Any]]) -> list[str]:
             port = flag(args, "--port")
             if port is None or not port_matches(int(port), c):
                 errors.append(f"{where(dep, c)}: --port {port} is not a container port")
+            drain, grace = flag(args, "--drain-streams-s"), flag(args, "--grace-s")
+            if "orchestrator" not in args and (drain is None or grace is None or float(drain) > float(grace)):
+                errors.append(f"{where(dep, c)}: a module ends its streams when it stops (--drain-streams-s, at most "
+                              f"--grace-s; got {drain} and {grace}), so the orchestrator resumes at another pod "
+                              "at once instead of when the grace period ends")
             metrics = flag(args, "--metrics-port")
             if metrics is None or not port_matches(int(metrics), c) or not port_matches("metrics", c):
                 errors.append(f"{where(dep, c)}: --metrics-port {metrics} must be its port named metrics")
@@ -422,6 +450,7 @@ def check_module_wiring(objects: list[dict[str, Any]]) -> list[str]:
             for name in filter(None, wanted):
                 if name not in models:
                     errors.append(f"{where(dep, c)}: model {name!r} is not in TF Serving's config ({sorted(models)})")
+            errors += _versions_pinned(dep, c, tfs, mounted_file(spec, tfs, objects, config_path) or "")
             for name, base in models.items():
                 if base != f"/models/{name}":
                     errors.append(f"{where(dep, tfs)}: model {name} base_path {base} is not /models/{name}")
@@ -545,10 +574,23 @@ def check_autoscaling(objects: list[dict[str, Any]], metric_names: set[str]) -> 
         if target["kind"] != "Deployment" or target["name"] not in deps:
             errors.append(f"HPA/{hpa['metadata']['name']}: targets no Deployment here ({target})")
         scaled.add(target["name"])
+        dep = deps.get(target["name"])
+        deep = dep is not None and dep["metadata"].get("labels", {}).get("sipec.io/deep-network") == "true"
+        names = []
         for metric in hpa["spec"].get("metrics", []):
-            if metric["type"] == "Pods" and metric["pods"]["metric"]["name"] not in metric_names:
-                errors.append(f"HPA/{hpa['metadata']['name']}: metric {metric['pods']['metric']['name']} is not "
-                              f"served by k8s/monitoring/adapter-config.yaml ({sorted(metric_names)})")
+            if metric["type"] == "Pods":
+                names.append(metric["pods"]["metric"]["name"])
+                if names[-1] not in metric_names:
+                    errors.append(f"HPA/{hpa['metadata']['name']}: metric {names[-1]} is not "
+                                  f"served by k8s/monitoring/adapter-config.yaml ({sorted(metric_names)})")
+            if metric["type"] == "ContainerResource" and dep is not None and metric["containerResource"][
+                    "container"] not in {c["name"] for c in containers(pod_spec(dep))}:
+                errors.append(f"HPA/{hpa['metadata']['name']}: container {metric['containerResource']['container']}"
+                              f" is not in Deployment/{target['name']}")
+        if deep and names != [BUSY_METRIC]:
+            errors.append(f"HPA/{hpa['metadata']['name']}: a network module scales on {BUSY_METRIC} (its model "
+                          f"backend's duty cycle), not on {names or 'resources'}: calls in flight count open video "
+                          "streams, not load")
         if hpa["spec"].get("minReplicas", 1) > hpa["spec"]["maxReplicas"]:
             errors.append(f"HPA/{hpa['metadata']['name']}: minReplicas above maxReplicas")
     for name, dep in deps.items():

@@ -9,9 +9,12 @@
 3. apply: server-side apply through the Kubernetes Python client's dynamic client, in dependency order
    (Namespace first), field manager `sipec-deploy`; objects of an API the cluster does not serve (a CRD not
    installed) are skipped and named;
-4. wait: until every Deployment has rolled out like `kubectl rollout status` would say, failing early on
+4. prune: delete what an earlier deploy applied (label app.kubernetes.io/managed-by=sipec-deploy) and this
+   rendering no longer has, such as the public LoadBalancer of an earlier overlay (kinds in PRUNABLE);
+   report every workload whose pods need a Secret the cluster lacks, by name, and do not wait for those;
+5. wait: until every Deployment has rolled out like `kubectl rollout status` would say, failing early on
    ProgressDeadlineExceeded, naming the pods' waiting reasons (ImagePullBackOff, Unschedulable, ...);
-5. report: one line per Deployment, and the addresses of LoadBalancer Services.
+6. report: one line per Deployment, and the addresses of LoadBalancer Services.
 
 `--dry-run` stops after step 2 and needs no cluster. The cluster is reached through `Cluster`, a thin layer
 over the Python client that tests replace with plain fakes.
@@ -34,6 +37,16 @@ import yaml
 
 DEFAULT_KUBERNETES_VERSION = "1.30.0"
 FIELD_MANAGER = "sipec-deploy"
+# every object `sipec deploy` applies carries this label, so that a later deploy finds what it created
+MANAGED_BY = ("app.kubernetes.io/managed-by", "sipec-deploy")
+# kinds a deploy removes when the overlay no longer renders them (a public LoadBalancer of an earlier overlay).
+# Never: Namespaces, PersistentVolumeClaims (data), Secrets (yours), ConfigMaps (old hashed ones keep
+# `kubectl rollout undo` working), Jobs (batch runs).
+PRUNABLE: tuple[tuple[str, str], ...] = (
+    ("apps/v1", "Deployment"), ("v1", "Service"), ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("policy/v1", "PodDisruptionBudget"), ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"), ("v1", "ServiceAccount"),
+)
 
 # the order objects are applied in; kinds not listed go last, in the order rendered
 APPLY_ORDER: tuple[str, ...] = (
@@ -347,6 +360,34 @@ class Cluster:
         except Exception as exc:  # noqa: BLE001 - ApiException and transport errors: named below
             raise DeployError(f"applying {object_name(obj)}: {_api_error(exc)}") from exc
 
+    def managed(self, api_version: str, kind: str, namespace: str) -> list[str]:
+        """Names of the objects of a kind in a namespace that `sipec deploy` applied (its label); [] when the
+        cluster does not serve the kind."""
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+        try:
+            resource = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            return []
+        found = self.dynamic.get(resource, namespace=namespace, label_selector="=".join(MANAGED_BY))
+        return sorted(item.metadata.name for item in found.items)
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str) -> None:
+        resource = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        try:
+            self.dynamic.delete(resource, name=name, namespace=namespace)
+        except Exception as exc:  # noqa: BLE001 - named below
+            raise DeployError(f"deleting {kind}/{name} (namespace {namespace}): {_api_error(exc)}") from exc
+
+    def secret_exists(self, namespace: str, name: str) -> bool:
+        try:
+            self.core.read_namespaced_secret(name, namespace)
+        except Exception as exc:  # noqa: BLE001 - 404 is the answer; other errors are raised
+            if getattr(exc, "status", None) == 404:
+                return False
+            raise DeployError(f"reading Secret {name} (namespace {namespace}): {_api_error(exc)}") from exc
+        return True
+
     def deployment(self, namespace: str, name: str) -> DeploymentState:
         return _deployment_state(self.apps.read_namespaced_deployment_status(name, namespace))
 
@@ -386,9 +427,82 @@ class ApplyResult:
     skipped: list[str] = field(default_factory=list)     # kinds the cluster does not serve
 
 
+def managed(obj: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``obj`` with the label that marks it as applied by `sipec deploy`."""
+    out = {**obj, "metadata": {**obj["metadata"], "labels": {**obj["metadata"].get("labels", {})}}}
+    out["metadata"]["labels"][MANAGED_BY[0]] = MANAGED_BY[1]
+    return out
+
+
+def prune(cluster: Cluster, objects: list[dict[str, Any]], log: Callable[[str], None] = print) -> list[str]:
+    """Delete what an earlier `sipec deploy` applied to these namespaces and this rendering no longer has (kinds
+    in PRUNABLE only); the deleted objects' names."""
+    rendered = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects}
+    namespaces = sorted({o["metadata"]["namespace"] for o in objects if o["metadata"].get("namespace")})
+    deleted = []
+    for namespace in namespaces:
+        for api_version, kind in PRUNABLE:
+            for name in cluster.managed(api_version, kind, namespace):
+                if (kind, namespace, name) in rendered:
+                    continue
+                cluster.delete(api_version, kind, name, namespace)
+                deleted.append(f"{kind}/{name} (namespace {namespace})")
+                log(f"pruned {kind}/{name} (namespace {namespace}): applied by an earlier deploy, not in this "
+                    "overlay")
+    return deleted
+
+
+def secret_refs(obj: dict[str, Any]) -> list[tuple[str, str]]:
+    """(Secret name, where) of every Secret a workload's pods need (optional references left out)."""
+    spec = obj.get("spec", {})
+    pod = spec.get("template", {}).get("spec") if obj["kind"] != "Pod" else spec
+    if not pod:
+        return []
+    refs = []
+    for v in pod.get("volumes", []):
+        if "secret" in v and not v["secret"].get("optional"):
+            refs.append((v["secret"]["secretName"], f"volume {v['name']}"))
+        for src in v.get("projected", {}).get("sources", []):
+            if "secret" in src and not src["secret"].get("optional"):
+                refs.append((src["secret"]["name"], f"volume {v['name']}"))
+    for c in pod.get("initContainers", []) + pod.get("containers", []):
+        for e in c.get("env", []):
+            ref = e.get("valueFrom", {}).get("secretKeyRef")
+            if ref and not ref.get("optional"):
+                refs.append((ref["name"], f"container {c['name']} env {e['name']}"))
+        for e in c.get("envFrom", []):
+            ref = e.get("secretRef")
+            if ref and not ref.get("optional"):
+                refs.append((ref["name"], f"container {c['name']} envFrom"))
+    refs += [(p["name"], "imagePullSecrets") for p in pod.get("imagePullSecrets", [])]
+    return refs
+
+
+def missing_secrets(cluster: Cluster, objects: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """{workload: problems} for the workloads whose pods need a Secret the cluster does not have (and that
+    this rendering does not create): their pods would wait in ContainerCreating until the deadline."""
+    created = {(o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects if o["kind"] == "Secret"}
+    exists: dict[tuple[str, str], bool] = {}
+    out: dict[str, list[str]] = {}
+    for obj in objects:
+        if obj["kind"] not in ("Deployment", "StatefulSet", "Job", "Pod"):
+            continue
+        namespace = obj["metadata"].get("namespace", "default")
+        for name, where in secret_refs(obj):
+            key = (namespace, name)
+            if key in created:
+                continue
+            if key not in exists:
+                exists[key] = cluster.secret_exists(namespace, name)
+            if not exists[key]:
+                out.setdefault(obj["metadata"]["name"], []).append(
+                    f"Secret {name} (namespace {namespace}) is missing, needed by its {where}")
+    return out
+
+
 def apply_all(cluster: Cluster, objects: list[dict[str, Any]], log: Callable[[str], None] = print) -> ApplyResult:
     result = ApplyResult()
-    for obj in apply_order(objects):
+    for obj in apply_order([managed(o) for o in objects]):
         try:
             cluster.apply(obj)
         except LookupError as exc:
@@ -484,6 +598,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--context", help="kubeconfig context (default: the current one)")
     p.add_argument("--timeout-s", type=float, default=900.0, help="wait this long for the rollouts (default 900)")
     p.add_argument("--no-wait", action="store_true", help="apply and return without waiting for the rollouts")
+    p.add_argument("--no-prune", action="store_true",
+                   help="keep what an earlier deploy applied and this overlay does not render (default: delete its "
+                        "Deployments, Services, HPAs, PDBs, NetworkPolicies, ServiceMonitors and ServiceAccounts; "
+                        "never Namespaces, volumes, Secrets or ConfigMaps)")
     p.add_argument("--kubernetes-version", default=DEFAULT_KUBERNETES_VERSION,
                    help=f"schemas to validate against (default {DEFAULT_KUBERNETES_VERSION})")
     p.add_argument("--kubectl", default="kubectl", help="kubectl binary that renders (default kubectl)")
@@ -523,11 +641,24 @@ def _deploy(args: argparse.Namespace, cluster: Cluster | None) -> int:
     cluster = cluster or Cluster.connect(args.kubeconfig, args.context)
     applied = apply_all(cluster, objects)
     print(f"applied {len(applied.applied)} objects" + (f", skipped {len(applied.skipped)}" if applied.skipped else ""))
+    if not args.no_prune:
+        pruned = prune(cluster, objects)
+        print(f"pruned {len(pruned)} object(s) an earlier deploy left" if pruned else "nothing to prune")
     deployments = [(o["metadata"].get("namespace", "default"), o["metadata"]["name"])
                    for o in objects if o["kind"] == "Deployment"]
+    blocked = missing_secrets(cluster, objects)
+    for name, problems in blocked.items():
+        for problem in problems:
+            print(f"{name}: {problem}: its pods wait in ContainerCreating until you create it (docs/deploy.md)",
+                  file=sys.stderr)
     outcome = None
     if not args.no_wait and deployments:
-        outcome = wait_for_rollouts(cluster, deployments, timeout_s=args.timeout_s)
+        waiting = [d for d in deployments if d[1] not in blocked]
+        outcome = wait_for_rollouts(cluster, waiting, timeout_s=args.timeout_s) if waiting else {}
+        outcome.update({name: (False, "; ".join(problems)) for name, problems in blocked.items()
+                        if any(name == d[1] for d in deployments)})
+    elif blocked:
+        outcome = {name: (False, "; ".join(problems)) for name, problems in blocked.items()}
     print(status_table(cluster, deployments, outcome))
     for namespace in sorted({ns for ns, _ in deployments}):
         for name, address in cluster.load_balancers(namespace):

@@ -107,6 +107,8 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
     add_backend_arguments(p, default_model=DEFAULT_MODEL)
     p.add_argument("--features-model", default=None,
                    help="feature network's model name (default: MODEL_NAME-features)")
+    p.add_argument("--features-model-version", type=int, default=0,
+                   help="serve exactly this version of the feature network (default 0: the newest)")
     p.add_argument("--max-subjects", type=int, default=DEFAULT_MAX_SUBJECTS,
                    help=f"open subjects per stream; more get RESOURCE_EXHAUSTED (default {DEFAULT_MAX_SUBJECTS})")
     p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
@@ -359,6 +361,7 @@ def run_serve(args: argparse.Namespace) -> int:
             raise CliError(f"{flag} must be at least 1, not {value}")
     features_args = argparse.Namespace(**vars(args))
     features_args.model_name = args.features_model or f"{args.model_name}-features"
+    features_args.model_version = args.features_model_version
     _check_model_names("--model-name", args.model_name)
     _check_model_names("--features-model", features_args.model_name)
 

@@ -249,7 +249,7 @@ class BehaveNetService(ModuleService):
         if not ready:
             return
         try:
-            probs, _ = self._probabilities(np.stack([w.window for w in ready]))
+            probs, version = self._probabilities(np.stack([w.window for w in ready]))
         except Exception as exc:  # noqa: BLE001 - backend down: every frame of the batch gets the error
             log.warning("behavenet: temporal model failed on %d windows: %s", len(ready), exc)
             err = item_error_from_exception(_as_serving_error(exc))
@@ -260,7 +260,8 @@ class BehaveNetService(ModuleService):
             best = int(p.argmax())
             yield behavenet_pb2.BehaviourResult(frame=w.ref, subject=w.subject,
                                                 behaviours=probabilities_to_proto(cfg.classes, p),
-                                                behaviour=cfg.classes[best], confidence=float(p[best]))
+                                                behaviour=cfg.classes[best], confidence=float(p[best]),
+                                                model_version=version or cfg.version)
 
 
 def _as_serving_error(exc: Exception) -> Exception:

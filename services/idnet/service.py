@@ -165,7 +165,7 @@ class IdNetServicer(ModuleService):
         batch = np.stack([np.stack([mask_crop(it.crop, it.mask, j - model.t, model.settings)
                                     for j, it in enumerate(r.items)]) for r in ready])
         try:
-            probs, _ = self.classify(batch)
+            probs, version = self.classify(batch)
         except ServingError as exc:
             for r in ready:
                 yield idnet_pb2.IdentifyStreamResponse(frame=r.centre.frame, track_id=r.track_id,
@@ -176,7 +176,8 @@ class IdNetServicer(ModuleService):
         for r, p in zip(ready, probs, strict=True):
             yield idnet_pb2.IdentifyStreamResponse(frame=r.centre.frame, track_id=r.track_id,
                                                    result=self.identification(_key(r.track_id, r.centre.frame), p,
-                                                                              model.names))
+                                                                              model.names),
+                                                   model_version=version)
 
     @grpc_stream_errors
     def IdentifyStream(self, request_iterator: Iterator[Any], context: Any) -> Iterator[Any]:

@@ -209,7 +209,8 @@ def backend_factory_from_args(args: argparse.Namespace) -> Callable[[str], Model
             known = ", ".join(ModelRepository(args.model_repo).models()) or "none"
             raise NotFound(f"model_name {name!r}: no such model in {args.model_repo} (models: {known})")
         return make_backend(args.backend, name, model_repo=args.model_repo, address=args.tfserving,
-                            poll_s=args.poll_s, timeout_s=args.backend_timeout_s)
+                            poll_s=args.poll_s, timeout_s=args.backend_timeout_s,
+                            version=args.model_version if name == args.model_name else 0)
 
     return factory
 

@@ -94,15 +94,17 @@ class ModelBackend(ABC):
 
 
 class LocalBackend(ModelBackend):
-    """The model in this process, newest version of `model_name` in the repository."""
+    """The model in this process: the newest version of `model_name` in the repository, followed as new ones
+    appear, or exactly `version` when it is given (> 0)."""
 
     kind = "local"
 
     def __init__(self, repository: str | Path | ModelRepository, model_name: str, poll_s: float = 2.0,
-                 start: bool = True) -> None:
+                 start: bool = True, version: int = 0) -> None:
         super().__init__(model_name)
         repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
-        self.manager = ModelManager(repo, [model_name], poll_s=poll_s)
+        self.manager = ModelManager(repo, [model_name], poll_s=poll_s,
+                                    pinned={model_name: version} if version else None)
         if start:
             self.manager.start()
 
@@ -134,16 +136,18 @@ _STATUS_TO_ERROR: dict[grpc.StatusCode, type[ServingError]] = {
 
 
 class TFServingBackend(ModelBackend):
-    """TensorFlow Serving (or `sipec serve model-server`) over gRPC."""
+    """TensorFlow Serving (or `sipec serve model-server`) over gRPC. With `version` (> 0) every request names
+    that version (`model_spec.version`): the server answers it or NOT_FOUND, never another version."""
 
     kind = "tfserving"
 
     def __init__(self, address: str, model_name: str, timeout_s: float = 30.0, tls: ClientTLS | None = None,
                  max_message_bytes: int = 64 * 1024 * 1024, channel: grpc.Channel | None = None,
-                 token: str | None = None) -> None:
+                 token: str | None = None, version: int = 0) -> None:
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
         super().__init__(model_name)
+        self.version = version
         self.address = address
         self.timeout_s = timeout_s
         self._channel = channel or make_channel(address, tls, max_message_bytes, token=token,
@@ -154,7 +158,13 @@ class TFServingBackend(ModelBackend):
         self._meta: ModelMetadata | None = None
 
     def describe(self) -> str:
-        return f"{self.kind} {self.address} model {self.model_name!r}"
+        pinned = f" version {self.version}" if self.version else ""
+        return f"{self.kind} {self.address} model {self.model_name!r}{pinned}"
+
+    def _spec(self, model_spec: Any) -> None:
+        model_spec.name = self.model_name
+        if self.version:
+            model_spec.version.value = self.version
 
     def _error(self, exc: grpc.RpcError, what: str) -> ServingError:
         cls = _STATUS_TO_ERROR.get(exc.code(), ServingError)
@@ -172,7 +182,7 @@ class TFServingBackend(ModelBackend):
         from sipec.api.tensors import ndarray_to_tensor_proto, tensor_proto_to_ndarray
 
         req = predict_pb2.PredictRequest()
-        req.model_spec.name = self.model_name
+        self._spec(req.model_spec)
         req.model_spec.signature_name = signature or SERVING_SIGNATURE
         for name, arr in inputs.items():
             ndarray_to_tensor_proto(np.asarray(arr), out=req.inputs[name])
@@ -196,7 +206,7 @@ class TFServingBackend(ModelBackend):
         from tensorflow_serving.apis import get_model_metadata_pb2
 
         req = get_model_metadata_pb2.GetModelMetadataRequest()
-        req.model_spec.name = self.model_name
+        self._spec(req.model_spec)
         req.metadata_field.append("signature_def")
         try:
             resp = self._predict.GetModelMetadata(req, timeout=self.timeout_s)
@@ -220,7 +230,7 @@ class TFServingBackend(ModelBackend):
         from tensorflow_serving.apis import get_model_status_pb2
 
         req = get_model_status_pb2.GetModelStatusRequest()
-        req.model_spec.name = self.model_name
+        self._spec(req.model_spec)
         try:
             resp = self._status.GetModelStatus(req, timeout=min(self.timeout_s, 5.0))
         except grpc.RpcError:
@@ -247,17 +257,21 @@ def _specs(tensor_infos: Any) -> dict[str, TensorSpecInfo]:
 
 def make_backend(kind: str, model_name: str, model_repo: str | Path | None = None,
                  address: str | None = None, poll_s: float = 2.0, timeout_s: float = 30.0,
-                 tls: ClientTLS | None = None) -> ModelBackend:
-    """A backend from CLI-style settings: `local` needs `model_repo`, `tfserving` needs `address`."""
+                 tls: ClientTLS | None = None, version: int = 0) -> ModelBackend:
+    """A backend from CLI-style settings: `local` needs `model_repo`, `tfserving` needs `address`; `version`
+    > 0 pins the model version (0: the newest, followed as new versions appear)."""
+    if version < 0:
+        raise ValueError(f"model version must be >= 0 (0: the newest), not {version}")
     if kind == "local":
         if model_repo is None:
             raise ValueError("the local backend needs --model-repo")
-        return LocalBackend(model_repo, model_name, poll_s=poll_s)
+        return LocalBackend(model_repo, model_name, poll_s=poll_s, version=version)
     if kind == "tfserving":
         if not address:
             raise ValueError("the tfserving backend needs --tfserving ADDRESS (host:port)")
         from sipec.serving.auth import client_token
 
         # a model-server started with --auth-token-file needs the token; TF Serving ignores the header
-        return TFServingBackend(address, model_name, timeout_s=timeout_s, tls=tls, token=client_token())
+        return TFServingBackend(address, model_name, timeout_s=timeout_s, tls=tls, token=client_token(),
+                                version=version)
     raise ValueError(f"unknown backend {kind!r}: use 'local' or 'tfserving'")

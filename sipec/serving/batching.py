@@ -20,6 +20,7 @@ last bits from run to run.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -40,12 +41,13 @@ def check_batch_size(value: int, flag: str = "--batch-size") -> int:
 
 def predict_fixed(backend: ModelBackend, inputs: dict[str, np.ndarray], batch_size: int,
                   output_filter: list[str] | None = None, signature: str | None = None,
-                  on_call: Callable[[int], None] | None = None) -> Prediction:
+                  on_call: Callable[[int, float], None] | None = None) -> Prediction:
     """`backend.predict` on `inputs` (each with the same first dimension n >= 1) in calls of exactly
     `batch_size` items; outputs for the n items in order, and the model version of the calls. `batch_size` 0:
     one call with the n items as they are (no padding; results may depend on n).
 
-    `on_call(k)` is told the number of real (not padding) items of each call (metrics). A model version that
+    `on_call(k, seconds)` is told the number of real (not padding) items of each call and how long the backend
+    took (metrics). A model version that
     changes between the calls of one input (a new version loaded in between) is an error: one input's
     results never mix two versions (Unavailable: the caller retries).
     """
@@ -62,13 +64,15 @@ def predict_fixed(backend: ModelBackend, inputs: dict[str, np.ndarray], batch_si
     for start in range(0, n, batch_size):
         real = min(batch_size, n - start)
         call = {k: _padded(v[start:start + real], batch_size) for k, v in arrays.items()}
+        started = time.perf_counter()
         pred = backend.predict(call, output_filter, signature)
+        seconds = time.perf_counter() - started
         if version is not None and pred.model_version != version:
             raise Unavailable(f"model {backend.model_name!r} changed version during one request "
                               f"({version} -> {pred.model_version}); send it again")
         version = pred.model_version
         if on_call is not None:
-            on_call(real)
+            on_call(real, seconds)
         for name, value in pred.outputs.items():
             outputs.setdefault(name, []).append(np.asarray(value)[:real])
     return Prediction({k: np.concatenate(v) for k, v in outputs.items()}, int(version or 0))

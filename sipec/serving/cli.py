@@ -30,6 +30,10 @@ def add_server_arguments(p: argparse.ArgumentParser, default_port: int) -> None:
                         "instead of waiting for a worker thread (default: --workers; 0 = no limit)")
     g.add_argument("--grace-s", type=float, default=10.0,
                    help="on SIGTERM, seconds given to calls in flight before stopping (default 10)")
+    g.add_argument("--drain-streams-s", type=float, default=None,
+                   help="on SIGTERM, seconds after which open streams end at their next answer with UNAVAILABLE "
+                        "'draining', so that their clients resume at another replica at once (default: streams "
+                        "run until --grace-s ends)")
     g.add_argument("--tls-cert", default=os.environ.get("SIPEC_TLS_CERT"),
                    help="server certificate (PEM); env SIPEC_TLS_CERT")
     g.add_argument("--tls-key", default=os.environ.get("SIPEC_TLS_KEY"), help="server key (PEM); env SIPEC_TLS_KEY")
@@ -58,6 +62,9 @@ def server_config_from_args(args: argparse.Namespace):
         raise CliError("--max-message-mb must be positive")
     if args.workers < 1:
         raise CliError("--workers must be at least 1")
+    if args.drain_streams_s is not None and not 0 <= args.drain_streams_s <= args.grace_s:
+        raise CliError(f"--drain-streams-s must be between 0 and --grace-s ({args.grace_s:g}), "
+                       f"not {args.drain_streams_s:g}")
     limit = args.workers if args.max_concurrent_rpcs is None else args.max_concurrent_rpcs
     if limit < 0:
         raise CliError("--max-concurrent-rpcs must be 0 (no limit) or positive")
@@ -73,7 +80,7 @@ def server_config_from_args(args: argparse.Namespace):
     return ServerConfig(port=args.port, host=args.host, metrics_port=args.metrics_port,
                         max_message_bytes=int(args.max_message_mb * 1024 * 1024),
                         max_workers=args.workers, grace_s=args.grace_s, tls=tls, auth_token_file=auth_token_file,
-                        max_concurrent_rpcs=limit or None)
+                        max_concurrent_rpcs=limit or None, drain_streams_s=args.drain_streams_s)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -92,6 +99,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ms.add_argument("--models", default=None, help="comma-separated model names to serve (default: all)")
     ms.add_argument("--poll-s", type=float, default=2.0,
                     help="seconds between repository scans for new versions (default 2; 0 = never)")
+    ms.add_argument("--model-config-file", default=None,
+                    help="TF Serving's model config (ModelServerConfig text, as k8s/base/tfserving/*/models.config): "
+                         "the models to serve and each one's version policy, latest or specific { versions: N }")
     add_server_arguments(ms, default_port=8500)
     ms.set_defaults(func=run_model_server)
 
@@ -134,7 +144,19 @@ def run_model_server(args: argparse.Namespace) -> int:
                 check_model_name(n)
         except InvalidInput as exc:
             raise CliError(f"--models: {exc}") from None
-    server = ModelServer(repo, config, names=names, poll_s=args.poll_s)
+    pinned: dict[str, int] = {}
+    if args.model_config_file:
+        from sipec.serving.model_config import served_versions
+
+        if names:
+            raise CliError("give --models or --model-config-file, not both")
+        try:
+            versions = served_versions(Path(args.model_config_file).read_text(), args.model_config_file)
+        except (OSError, ValueError) as exc:
+            raise CliError(f"--model-config-file: {exc}") from None
+        names = sorted(versions)
+        pinned = {n: v for n, v in versions.items() if v}
+    server = ModelServer(repo, config, names=names, poll_s=args.poll_s, pinned=pinned)
     server.runtime.install_signal_handlers()  # before the ready line: a SIGTERM right after it drains
     port = server.start()
     print(f"model-server: serving {', '.join(server.manager.model_names()) or 'no models yet'} "

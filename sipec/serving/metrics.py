@@ -37,10 +37,16 @@ class ServiceMetrics:
                                        ("service", "method", "direction"), registry=self.registry)
         self.batch_size = Histogram("sipec_batch_size", "Items per model backend call",
                                     ("service", "model"), buckets=BATCH_BUCKETS, registry=self.registry)
+        self.backend_busy = Counter(
+            "sipec_backend_busy_seconds", "Seconds spent in model backend calls; its rate is the module's duty "
+            "cycle (1: a call always in progress), the load the HPAs scale on", ("service", "model"),
+            registry=self.registry)
         self._http: Any = None
 
-    def observe_batch(self, model: str, size: int) -> None:
+    def observe_batch(self, model: str, size: int, seconds: float = 0.0) -> None:
         self.batch_size.labels(self.service, model).observe(size)
+        if seconds > 0:
+            self.backend_busy.labels(self.service, model).inc(seconds)
 
     def serve_http(self, port: int, host: str = "0.0.0.0") -> int:
         """Start the side HTTP server for /metrics; returns the bound port (0 picks a free one)."""
@@ -63,10 +69,12 @@ def _status_name(context: grpc.ServicerContext, failed: bool) -> str:
 
 
 class MetricsInterceptor(grpc.ServerInterceptor):
-    """Counts, times and tracks in-flight calls of every RPC the server handles."""
+    """Counts, times and tracks in-flight calls of every RPC the server handles; and ends a streaming call at
+    its next answer with UNAVAILABLE when ``must_end()`` says the server is draining."""
 
-    def __init__(self, metrics: ServiceMetrics) -> None:
+    def __init__(self, metrics: ServiceMetrics, must_end: Callable[[], bool] | None = None) -> None:
         self.metrics = metrics
+        self.must_end = must_end or (lambda: False)
 
     def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
         handler = continuation(handler_call_details)
@@ -111,6 +119,9 @@ class MetricsInterceptor(grpc.ServerInterceptor):
                     for response in behavior(count_in(request) if streaming_in else request, context):
                         out.inc()
                         yield response
+                        if self.must_end():
+                            context.abort(grpc.StatusCode.UNAVAILABLE, f"{m.service} is draining (shutting down "
+                                          "or scaled down): call again, another replica takes over")
                     failed = False
                 finally:
                     finish(start, context, failed)

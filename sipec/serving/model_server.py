@@ -3,7 +3,8 @@
 For machines where the TF Serving binary is not installed. Speaks the same
 `tensorflow.serving.PredictionService` (Predict, GetModelMetadata) and `tensorflow.serving.ModelService`
 (GetModelStatus) as TF Serving, from the same repository layout, with the same "newest version"
-policy and hot loading of new versions. Classify, Regress, MultiInference and
+policy and hot loading of new versions, or, with `--model-config-file` (TF Serving's own models.config), the
+models it lists and the version each pins (``specific { versions: N }``). Classify, Regress, MultiInference and
 HandleReloadConfigRequest answer UNIMPLEMENTED.
 
 Errors: unknown model or version -> NOT_FOUND naming it; a malformed model name ("../x", "a/b", "") ->
@@ -163,9 +164,9 @@ class ModelServer:
     """The model server: a ServiceRuntime with the two TF Serving services and a repository manager."""
 
     def __init__(self, model_repo: str | Path, config: ServerConfig | None = None,
-                 names: list[str] | None = None, poll_s: float = 2.0) -> None:
+                 names: list[str] | None = None, poll_s: float = 2.0, pinned: dict[str, int] | None = None) -> None:
         self.repository = ModelRepository(model_repo)
-        self.manager = ModelManager(self.repository, names, poll_s=poll_s)
+        self.manager = ModelManager(self.repository, names, poll_s=poll_s, pinned=pinned)
         self.runtime = ServiceRuntime("model-server", config)
         self.runtime.add_service(prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server,
                                  PredictionServicer(self.manager, self.runtime), PREDICTION_SERVICE)

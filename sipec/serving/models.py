@@ -156,7 +156,8 @@ class ModelState:
 
 
 class ModelManager:
-    """Serves the newest version of each model in a repository and follows it without restarts.
+    """Serves the newest version of each model in a repository and follows it without restarts; or, for a
+    model in ``pinned``, exactly that version (loaded once it appears, never replaced by a newer one).
 
     A background thread polls the repository every `poll_s` seconds; a new version is loaded beside the
     served one and swapped in once loaded, so calls never wait for a load. A version that fails to load is
@@ -164,9 +165,10 @@ class ModelManager:
     """
 
     def __init__(self, repository: ModelRepository, names: list[str] | None = None,
-                 poll_s: float = 2.0) -> None:
+                 poll_s: float = 2.0, pinned: dict[str, int] | None = None) -> None:
         self.repository = repository
         self.names = names
+        self.pinned = dict(pinned or {})   # model -> the one version to serve (TF Serving's `specific` policy)
         self.poll_s = poll_s
         self._states: dict[str, ModelState] = {}
         self._lock = threading.Lock()
@@ -194,7 +196,7 @@ class ModelManager:
                 log.exception("repository poll failed")
 
     def refresh(self) -> None:
-        """Load any model version newer than the served one."""
+        """Load any model version newer than the served one (the pinned version of a pinned model)."""
         names = self.names if self.names is not None else self.repository.models()
         for name in names:
             with self._lock:
@@ -205,6 +207,13 @@ class ModelManager:
                     state.error = f"no loadable version of model {name!r} in {self.repository.root}"
                 continue
             newest = versions[-1]
+            if name in self.pinned:
+                newest = self.pinned[name]
+                if newest not in versions:
+                    if state.loaded is None:
+                        state.error = (f"version {newest} of model {name!r} (pinned) is not in {self.repository.root}"
+                                       f" or failed to load (versions there: {versions or 'none'})")
+                    continue
             if state.loaded is not None and state.loaded.version.version == newest:
                 continue
             state.loading_version = newest

@@ -74,9 +74,9 @@ class ModuleService:
     def GetModelInfo(self, request: Any, context: Any) -> Any:
         return self.model_info()
 
-    def observe_batch(self, size: int, model_name: str | None = None) -> None:
+    def observe_batch(self, size: int, model_name: str | None = None, seconds: float = 0.0) -> None:
         if self.runtime is not None:
-            self.runtime.metrics.observe_batch(model_name or self.backend.model_name, size)
+            self.runtime.metrics.observe_batch(model_name or self.backend.model_name, size, seconds)
 
     def predict(self, inputs: dict[str, np.ndarray], output_filter: list[str] | None = None,
                 backend: ModelBackend | None = None) -> Prediction:
@@ -86,7 +86,7 @@ class ModuleService:
         backend = backend or self.backend
         try:
             return predict_fixed(backend, inputs, self.batch_size, output_filter,
-                                 on_call=lambda k: self.observe_batch(k, backend.model_name))
+                                 on_call=lambda k, sec: self.observe_batch(k, backend.model_name, sec))
         except ServingError:
             raise
         except Exception as exc:  # noqa: BLE001 - a backend that fails is unavailable to callers
@@ -163,6 +163,10 @@ def add_backend_arguments(p: argparse.ArgumentParser, default_model: str) -> Non
     g.add_argument("--tfserving", metavar="HOST:PORT", help="TF Serving address (tfserving backend)")
     g.add_argument("--backend-timeout-s", type=float, default=30.0, help="deadline of each backend call")
     g.add_argument("--poll-s", type=float, default=2.0, help="seconds between checks for a new model version")
+    g.add_argument("--model-version", type=int, default=0,
+                   help="serve exactly this version of the model (as TF Serving's `specific` version policy; with "
+                        "--backend tfserving every Predict names it). Default 0: the newest, followed as new "
+                        "versions appear")
     g.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                    help="items in every call to the model; shorter calls are padded, so that an item's result never "
                         "depends on what it was batched with (results are reproducible for one batch size; 0: no "
@@ -191,7 +195,7 @@ def backend_from_args(args: argparse.Namespace) -> ModelBackend:
             raise CliError(f"--model-repo: directory not found: {args.model_repo}")
     try:
         return make_backend(args.backend, args.model_name, model_repo=args.model_repo, address=args.tfserving,
-                            poll_s=args.poll_s, timeout_s=args.backend_timeout_s)
+                            poll_s=args.poll_s, timeout_s=args.backend_timeout_s, version=args.model_version)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
 

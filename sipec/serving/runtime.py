@@ -13,7 +13,8 @@ A `ServiceRuntime` gives each service, without code of its own:
 - optional bearer-token authentication (`auth_token_file`, see `sipec.serving.auth`): calls without an
   accepted token get UNAUTHENTICATED; health checking and reflection stay open for probes;
 - graceful shutdown on SIGTERM/SIGINT: health turns NOT_SERVING at once, new calls are refused, calls in
-  flight get `grace_s` seconds to finish;
+  flight get `grace_s` seconds to finish; with `drain_streams_s`, streams end earlier, at their next answer,
+  with UNAVAILABLE "draining" (a client such as the orchestrator then resumes at another replica);
 - structured logs of start, stop and the bound ports.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -70,6 +72,10 @@ class ServerConfig:
     max_workers: int = 16
     max_concurrent_rpcs: int | None = None   # beyond this, calls get RESOURCE_EXHAUSTED
     grace_s: float = 10.0
+    # on a stop, open streams end at their next answer with UNAVAILABLE once this many seconds have passed
+    # (None: they run until the grace period ends): the client resumes at another replica at once instead of
+    # being cut off when the grace period ends
+    drain_streams_s: float | None = None
     max_connection_age_ms: int = 300_000
     tls: TLSConfig | None = None
     auth_token_file: Path | None = None   # accepted bearer tokens, one a line (sipec.serving.auth)
@@ -99,7 +105,8 @@ class ServiceRuntime:
         self._serving: dict[str, bool] = {}
         self._stopped = threading.Event()
         self._done = threading.Event()   # set when stop() has finished (drained, metrics closed, logged)
-        interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor(self.metrics)]
+        self.draining_since: float | None = None   # time.monotonic() of the stop, None while serving
+        interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor(self.metrics, self._stream_must_end)]
         self.auth: BearerTokenInterceptor | None = None
         if self.config.auth_token_file is not None:
             # after the metrics interceptor: refused calls are counted with code UNAUTHENTICATED
@@ -162,11 +169,18 @@ class ServiceRuntime:
                                                     "auth": "bearer" if self.auth is not None else "none"})
         return self.port
 
+    def _stream_must_end(self) -> bool:
+        """Whether a streaming call should end now (a stop began more than drain_streams_s ago)."""
+        since, after = self.draining_since, self.config.drain_streams_s
+        return since is not None and after is not None and time.monotonic() - since >= after
+
     def stop(self, grace_s: float | None = None) -> None:
-        """Refuse new calls, let calls in flight finish within the grace period, then stop."""
+        """Refuse new calls, let calls in flight finish within the grace period (streams: within
+        ``drain_streams_s``, then they end at their next answer with UNAVAILABLE), then stop."""
         if self._stopped.is_set():
             return
         self._stopped.set()
+        self.draining_since = time.monotonic()
         grace = self.config.grace_s if grace_s is None else grace_s
         self.health.enter_graceful_shutdown()
         log.info("%s draining", self.name, extra={"service": self.name, "grace_s": grace})

@@ -150,3 +150,47 @@ def test_killed_model_server_behind_a_module_is_retried_and_the_video_resumes_wi
                 restarted.terminate()
     log = segnet.text()
     assert "not ready: health NOT_SERVING" in log and "ready: health SERVING" in log
+
+
+def test_a_stopping_module_hands_its_stream_over_at_once_and_the_video_resumes_without_lost_or_duplicated_rows(
+        setup, reference):
+    """SIGTERM (a scale-down or a rollout) to a SegNet started with --drain-streams-s 0 and a 60 s grace period:
+    it ends the video's stream at its next answer with UNAVAILABLE "draining" and exits within seconds, not when
+    the grace period ends; the orchestrator resumes the video at the replacement, with the same table."""
+    d = setup
+    video = d / "synth" / "video.mp4"
+    ready = r"segnet: serving on port (\d+)"
+    segnet = tracker = restarted = proc = None
+    try:
+        segnet = ServerProcess(["serve", "segnet", "--model-repo", str(d / "models"), "--port", "0", "--grace-s",
+                                "60", "--drain-streams-s", "0"], ready=ready)
+        port = segnet.match.group(1)
+        tracker = ServerProcess(["serve", "tracker", "--model-repo", str(d / "models"), "--port", "0"],
+                                ready=r"tracker: serving on port (\d+)")
+        endpoints = d / "endpoints-drain.yaml"
+        endpoints.write_text(f"segnet: localhost:{port}\ntracker: localhost:{tracker.match.group(1)}\n")
+        out = d / "drained"
+        proc = subprocess.Popen([sys.executable, "-m", "sipec", "analyze", str(video), "--services", str(endpoints),
+                                 "--out", str(out), "--config", str(d / "pipeline.yaml"), "--quiet"],
+                                cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        stopped_at = _wait_for_checkpoint(proc, out / "video" / "progress.json", 9)
+        t0 = time.monotonic()
+        segnet.proc.send_signal(signal.SIGTERM)
+        segnet.proc.wait(30)                        # its only call, the stream, ended at once: nothing to wait for
+        exit_s = time.monotonic() - t0
+        assert proc.poll() is None, "the analysis ended while SegNet was down"
+        restarted = ServerProcess(["serve", "segnet", "--model-repo", str(d / "models"), "--port", port],
+                                  ready=ready)
+        stdout, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr[-3000:]
+        assert "draining" in stderr and "taken up again" in stdout
+        assert exit_s < 20, f"SegNet took {exit_s:.1f} s to stop: the stream ran into the grace period"
+        assert stopped_at < FRAMES - 1
+        _assert_same_as_reference(out, reference)
+        print(f"SegNet stopped after frame {stopped_at} and exited {exit_s:.1f} s after SIGTERM (grace 60 s)")
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        for p in (segnet, tracker, restarted):
+            if p is not None:
+                p.terminate()

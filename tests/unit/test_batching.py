@@ -48,8 +48,9 @@ def test_every_call_has_exactly_the_batch_size_and_padding_is_dropped():
     assert out.outputs["y"].shape == (19, 1) and np.array_equal(out.outputs["y"], x * 2)
     assert out.model_version == 1
     seen = []
-    predict_fixed(b, {"x": x[:3]}, 8, on_call=seen.append)
-    assert b.calls[-1] == 8 and seen == [3]              # metrics see the real items, the model a full batch
+    predict_fixed(b, {"x": x[:3]}, 8, on_call=lambda k, sec: seen.append((k, sec)))
+    assert b.calls[-1] == 8 and [k for k, _ in seen] == [3]   # metrics see the real items, the model a full batch
+    assert seen[0][1] > 0                                      # and the seconds the backend took (duty cycle)
     b.calls.clear()
     assert predict_fixed(b, {"x": x}, 0).outputs["n"].tolist() == [19] * 19 and b.calls == [19]   # 0: no padding
 

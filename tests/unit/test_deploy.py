@@ -43,18 +43,35 @@ class FakeResources:
 
 
 class FakeDynamic:
-    """kubernetes.dynamic.DynamicClient: resources.get and server_side_apply."""
+    """kubernetes.dynamic.DynamicClient: resources.get, server_side_apply, get by label and delete. The cluster
+    holds what was applied with the sipec-deploy label, and ``leftovers`` {(kind, namespace): [names]} that an
+    earlier deploy applied."""
 
-    def __init__(self, served: set[str], fail_on: str | None = None) -> None:
+    def __init__(self, served: set[str], fail_on: str | None = None,
+                 leftovers: dict[tuple[str, str], list[str]] | None = None) -> None:
         self.resources = FakeResources(served)
         self.applied: list[tuple[str, str, str | None, dict]] = []
         self.fail_on = fail_on
+        self.managed = {k: list(v) for k, v in (leftovers or {}).items()}
+        self.deleted: list[tuple[str, str, str]] = []
 
     def server_side_apply(self, resource, body=None, namespace=None, **kwargs):
         if body["metadata"]["name"] == self.fail_on:
             raise FakeApiException(422, '{"kind":"Status","message":"Deployment.apps \\"x\\" is invalid: spec"}')
         self.applied.append((resource.kind, body["metadata"]["name"], namespace, kwargs))
+        if body["metadata"].get("labels", {}).get(deploy.MANAGED_BY[0]) == deploy.MANAGED_BY[1]:
+            names = self.managed.setdefault((resource.kind, namespace), [])
+            if body["metadata"]["name"] not in names:
+                names.append(body["metadata"]["name"])
         return body
+
+    def get(self, resource, namespace=None, label_selector=""):
+        assert label_selector == "=".join(deploy.MANAGED_BY)
+        return NS(items=[NS(metadata=NS(name=n)) for n in self.managed.get((resource.kind, namespace), [])])
+
+    def delete(self, resource, name=None, namespace=None):
+        self.managed[(resource.kind, namespace)].remove(name)
+        self.deleted.append((resource.kind, name, namespace))
 
 
 class FakeApiException(Exception):
@@ -80,10 +97,17 @@ class FakeApps:
 
 
 class FakeCore:
-    def __init__(self, pods: list | None = None, services: list | None = None) -> None:
+    def __init__(self, pods: list | None = None, services: list | None = None,
+                 secrets: set[str] | None = None) -> None:
         self.pods = pods or []
         self.services = services or []
+        self.secrets = secrets       # None: every Secret exists
         self.selectors: list[str] = []
+
+    def read_namespaced_secret(self, name: str, namespace: str):
+        if self.secrets is not None and name not in self.secrets:
+            raise FakeApiException(404, f'{{"kind":"Status","message":"secrets \\"{name}\\" not found"}}')
+        return NS(metadata=NS(name=name))
 
     def list_namespaced_pod(self, namespace: str, label_selector: str = ""):
         self.selectors.append(label_selector)
@@ -247,7 +271,8 @@ def test_status_table_and_load_balancers():
 # ------------------------------------------------------------------------------------ whole command
 def _args(**kw) -> argparse.Namespace:
     base = dict(overlay="cpu", k8s_dir=ROOT / "k8s", dry_run=False, render_to=None, kubeconfig=None, context=None,
-                timeout_s=5.0, no_wait=False, kubernetes_version=deploy.DEFAULT_KUBERNETES_VERSION, kubectl="kubectl")
+                timeout_s=5.0, no_wait=False, no_prune=False, kubernetes_version=deploy.DEFAULT_KUBERNETES_VERSION,
+                kubectl="kubectl")
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -292,3 +317,47 @@ def test_validation_names_unknown_kinds_and_says_what_it_could_not_check(monkeyp
     monkeypatch.setitem(sys.modules, "kubernetes_validate", None)     # as where only the runtime deps are installed
     report = deploy.validate([cm])
     assert report.ok and report.builtin_checked == 0 and "kubernetes-validate is not installed" in report.notes[0]
+
+
+@needs_kubectl
+def test_a_deploy_prunes_what_an_earlier_overlay_left_and_keeps_data_and_secrets(capsys):
+    """gpu-facility, then gpu: the facility's public LoadBalancer, Deployment, PDB and NetworkPolicy are removed;
+    volumes, Secrets and ConfigMaps are never pruned; --no-prune keeps everything."""
+    names = ["orchestrator", "segnet", "idnet", "posenet", "behavenet", "tracker"]
+    served = {"Namespace", "ServiceAccount", "ConfigMap", "PersistentVolumeClaim", "Service", "Deployment",
+              "PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy", "ServiceMonitor"}
+    left = {("Service", "sipec"): ["orchestrator-facility"], ("Deployment", "sipec"): ["orchestrator-facility"],
+            ("PodDisruptionBudget", "sipec"): ["orchestrator-facility"],
+            ("NetworkPolicy", "sipec"): ["orchestrator-facility"], ("PersistentVolumeClaim", "sipec"): ["old-data"],
+            ("ConfigMap", "sipec"): ["tfserving-idnet-old"]}
+    dyn = FakeDynamic(served=served, leftovers=left)
+    apps = FakeApps({n: [deployment(n)] for n in names})
+    assert deploy.run_deploy(_args(overlay="gpu"), cluster=deploy.Cluster(dyn, apps, FakeCore())) == 0
+    out = capsys.readouterr().out
+    assert sorted((k, n) for k, n, _ in dyn.deleted) == [
+        ("Deployment", "orchestrator-facility"), ("NetworkPolicy", "orchestrator-facility"),
+        ("PodDisruptionBudget", "orchestrator-facility"), ("Service", "orchestrator-facility")]
+    assert "pruned Service/orchestrator-facility (namespace sipec)" in out and "pruned 4 object(s)" in out
+    assert all(kw["field_manager"] == "sipec-deploy" for *_, kw in dyn.applied)
+    dyn = FakeDynamic(served=served, leftovers=left)
+    assert deploy.run_deploy(_args(overlay="gpu", no_prune=True),
+                             cluster=deploy.Cluster(dyn, FakeApps({n: [deployment(n)] for n in names}),
+                                                    FakeCore())) == 0
+    assert dyn.deleted == []
+
+
+@needs_kubectl
+def test_pods_waiting_for_a_missing_secret_are_named_at_once(capsys):
+    """gpu-facility needs the facility TLS Secrets: without them the deploy names them and the Deployment that
+    waits for them, and fails without waiting for the deadline."""
+    names = ["orchestrator", "orchestrator-facility", "segnet", "idnet", "posenet", "behavenet", "tracker"]
+    dyn = FakeDynamic(served={"Namespace", "ServiceAccount", "ConfigMap", "PersistentVolumeClaim", "Service",
+                              "Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy"})
+    apps = FakeApps({n: [deployment(n)] for n in names})
+    code = deploy.run_deploy(_args(overlay="gpu-facility", timeout_s=900.0),
+                             cluster=deploy.Cluster(dyn, apps, FakeCore(secrets=set())))
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "orchestrator-facility: Secret" in captured.err and "is missing, needed by its volume" in captured.err
+    assert "not rolled out: orchestrator-facility" in captured.err
+    assert apps.reads["orchestrator-facility"] == 1 < apps.reads["segnet"]   # the status table only: never waited for

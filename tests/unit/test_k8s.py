@@ -154,6 +154,23 @@ def test_module_wiring_mismatches_are_caught(gpu_objects):
     assert "--monitoring_config_file" in errors and "localhost:9500" in errors
 
 
+def test_model_versions_are_pinned_and_the_module_asks_for_them(gpu_objects):
+    """One video, one version: TF Serving serves one pinned version and the module's Predict calls name it."""
+    assert kc.check_module_wiring(gpu_objects) == [] and kc.check_tfserving_configs(gpu_objects) == []
+    objects = copy.deepcopy(gpu_objects)
+    idnet = _container(_find(objects, "Deployment", "idnet"), "idnet")
+    idnet["args"] = [a for a in idnet["args"] if not a.startswith("--model-version")]
+    beh = _container(_find(objects, "Deployment", "behavenet"), "behavenet")
+    beh["args"] = [a.replace("--features-model-version=1", "--features-model-version=2") for a in beh["args"]]
+    cm = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("tfserving-posenet"))
+    cm["data"]["models.config"] = cm["data"]["models.config"].replace("specific { versions: 1 }",
+                                                                      "latest { num_versions: 1 }")
+    errors = "\n".join(kc.check_module_wiring(objects) + kc.check_tfserving_configs(objects))
+    assert "--model-version None but TF Serving pins idnet version 1" in errors
+    assert "--features-model-version 2 but TF Serving pins behavenet-features version 1" in errors
+    assert "posenet: needs model_platform tensorflow and a specific version policy" in errors
+
+
 def test_endpoints_must_name_headless_services_and_their_ports(gpu_objects):
     objects = copy.deepcopy(gpu_objects)
     cm = _find(objects, "ConfigMap", "sipec-endpoints")
@@ -240,6 +257,38 @@ def _site_overlay(tmp_path: Path, text: str) -> Path:
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 
 
+ROLLOUT = """apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [BASE]
+configMapGenerator:
+- name: tfserving-idnet
+  behavior: merge
+  files: [models.config=idnet-models.config]
+patches:
+- target: {kind: Deployment, name: idnet}
+  patch: |-
+    - {op: replace, path: /spec/template/spec/containers/1/args/8, value: --model-version=2}
+"""
+
+
+@needs_kubectl
+def test_the_documented_rollout_of_a_new_model_version_renders_consistent(tmp_path):
+    """docs/deploy.md's site overlay that rolls IdNet out to version 2: TF Serving's config and the module's flag
+    change together (a new hashed ConfigMap: a rollout that `kubectl rollout undo` reverses); the config alone
+    is caught."""
+    text = (ROOT / "k8s" / "base" / "tfserving" / "idnet" / "models.config").read_text()
+    site = _site_overlay(tmp_path, ROLLOUT)
+    (site / "idnet-models.config").write_text(text.replace("specific { versions: 1 }", "specific { versions: 2 }"))
+    errors, _ = kc.check_kustomization(site)
+    assert errors == []
+    objects = [d for d in yaml.safe_load_all(kc.render(site)) if d]
+    assert "--model-version=2" in _container(_find(objects, "Deployment", "idnet"), "idnet")["args"]
+    (site / "kustomization.yaml").write_text(ROLLOUT.replace("BASE", os.path.relpath(
+        ROOT / "k8s" / "overlays" / "gpu", site)).split("patches:")[0])
+    errors, _ = kc.check_kustomization(site)
+    assert any("--model-version 1 but TF Serving pins idnet version 2" in e for e in errors)
+
+
 @needs_kubectl
 def test_a_site_overlay_with_digests_and_mig_slices_is_accepted(tmp_path):
     """What docs/deploy.md recommends: a site overlay not named gpu*, images pinned by digest, MIG slices for the
@@ -289,6 +338,23 @@ def test_autoscaling_needs_a_served_metric_and_a_target(gpu_objects):
     _find(objects, "Deployment", "posenet")["spec"]["replicas"] = 3
     errors = "\n".join(kc.check_autoscaling(objects, kc.adapter_metric_names()))
     assert "requests_per_second" in errors and "idnett" in errors and "must not set replicas" in errors
+
+
+def test_modules_scale_on_their_duty_cycle_and_hand_streams_over_when_they_stop(gpu_objects):
+    """Calls in flight count open video streams, not load (#20): the networks scale on their model backend's
+    duty cycle, the tracker on its container's CPU; a stopping module ends its streams at once."""
+    assert kc.check_autoscaling(gpu_objects, kc.adapter_metric_names()) == []
+    objects = copy.deepcopy(gpu_objects)
+    _find(objects, "HorizontalPodAutoscaler", "posenet")["spec"]["metrics"][0]["pods"]["metric"]["name"] = \
+        "sipec_grpc_calls_in_flight"                       # what the manifests had before
+    _find(objects, "HorizontalPodAutoscaler", "tracker")["spec"]["metrics"][0]["containerResource"][
+        "container"] = "trackr"
+    idnet = _container(_find(objects, "Deployment", "idnet"), "idnet")
+    idnet["args"] = [a for a in idnet["args"] if not a.startswith("--drain-streams-s")]
+    errors = "\n".join(kc.check_autoscaling(objects, kc.adapter_metric_names()) + kc.check_module_wiring(objects))
+    assert "HPA/posenet: a network module scales on sipec_backend_duty_cycle" in errors
+    assert "container trackr is not in Deployment/tracker" in errors
+    assert "Deployment/idnet container idnet: a module ends its streams when it stops" in errors
 
 
 def test_batch_job_has_one_index_per_video_and_spares_evicted_pods():

@@ -48,10 +48,18 @@ class Echo:
             yield bytes([b])
 
 
+    def Ticks(self, request: bytes, context):
+        """request[0] answers, one every 0.1 s (a long stream, as a video's)."""
+        for i in range(request[0]):
+            time.sleep(0.1)
+            yield bytes([i])
+
+
 def add_echo(servicer: Echo, server: grpc.Server) -> None:
     handlers = {name: grpc.unary_unary_rpc_method_handler(getattr(servicer, name))
                 for name in ("Echo", "Slow", "Fail", "Crash")}
     handlers["Chunks"] = grpc.unary_stream_rpc_method_handler(servicer.Chunks)
+    handlers["Ticks"] = grpc.unary_stream_rpc_method_handler(servicer.Ticks)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
 
 
@@ -154,6 +162,42 @@ def test_graceful_stop_drains_calls_in_flight(runtime):
     with pytest.raises(grpc.RpcError) as after:
         _call(ch, "Echo")
     assert after.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def _ticks_across_a_stop(rt: ServiceRuntime, n: int) -> tuple[list[bytes], grpc.RpcError | None, float]:
+    """Stream n ticks, stop the server after the third; (answers, the error the stream ended with, seconds from
+    the stop to the end of the stream)."""
+    ch = make_channel(f"127.0.0.1:{rt.port}")
+    got, error, stopped_at = [], None, 0.0
+    try:
+        for item in ch.unary_stream(f"/{SERVICE}/Ticks")(bytes([n]), timeout=30):
+            got.append(item)
+            if len(got) == 3:
+                stopped_at = time.monotonic()
+                threading.Thread(target=rt.stop, kwargs={"grace_s": 10}, daemon=True).start()
+    except grpc.RpcError as exc:
+        error = exc
+    ch.close()
+    return got, error, time.monotonic() - stopped_at
+
+
+def test_a_stop_ends_streams_at_their_next_answer_when_asked():
+    """drain_streams_s: a stream outliving the drain ends with UNAVAILABLE 'draining' at its next answer (the
+    orchestrator then resumes the video at another replica), instead of running into the grace period's end."""
+    rt = ServiceRuntime("echo", ServerConfig(port=0, host="127.0.0.1", grace_s=10, drain_streams_s=0.3))
+    rt.add_service(add_echo, Echo(), SERVICE)
+    rt.start()
+    got, error, seconds = _ticks_across_a_stop(rt, 100)
+    assert error is not None and error.code() == grpc.StatusCode.UNAVAILABLE and "draining" in error.details()
+    assert 3 <= len(got) < 20 and seconds < 3.0
+    rt.stop(0)
+    # without it a stream shorter than the grace period finishes across the stop, as before
+    rt = ServiceRuntime("echo", ServerConfig(port=0, host="127.0.0.1", grace_s=10))
+    rt.add_service(add_echo, Echo(), SERVICE)
+    rt.start()
+    got, error, _ = _ticks_across_a_stop(rt, 10)
+    assert error is None and len(got) == 10
+    rt.stop(0)
 
 
 def test_max_message_size_gives_resource_exhausted():
