@@ -89,6 +89,8 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="write an ethogram PNG and bout statistics CSV per video (temporal predictions)")
     p.add_argument("--leave-one-video-out", action="store_true",
                    help="train one model per held-out video with the flags below, instead of --model-repo")
+    p.add_argument("--folds", type=int, default=0,
+                   help="K-fold cross-validation over whole videos (2 <= K <= the --data folders), mean +- s.e.m.")
     p.add_argument("--epochs", type=int, default=16, help="frame-classifier epochs per fold (default 16)")
     p.add_argument("--batch-size", type=int, default=36, help="frame-classifier batch size (default 36)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -197,10 +199,16 @@ def run_train(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from sipec.cli import CliError
 
-    if args.leave_one_video_out:
-        if len(args.data) < 2:
-            raise CliError("--leave-one-video-out needs at least two --data folders")
-        report = _leave_one_video_out(args)
+    if args.folds and args.leave_one_video_out:
+        raise CliError("give --folds K or --leave-one-video-out (K = the number of videos), not both")
+    if args.folds or args.leave_one_video_out:
+        if args.model_repo:
+            raise CliError("--folds/--leave-one-video-out train their own models: leave out --model-repo")
+        k = args.folds or len(args.data)
+        if len(args.data) < 2 or not 2 <= k <= len(args.data):
+            raise CliError(f"--folds/--leave-one-video-out: folds hold whole videos, so K must be between 2 and "
+                           f"the {len(args.data)} --data folder(s), not {k}")
+        report = _video_folds(args, k)   # k: folds, all videos when --leave-one-video-out
     else:
         if not args.model_repo:
             raise CliError("give --model-repo (or --leave-one-video-out to train per fold)")
@@ -247,29 +255,36 @@ def _social(video: Any) -> set[str]:
     return social_behaviours(video)
 
 
-def _leave_one_video_out(args: argparse.Namespace) -> dict[str, Any]:
+def _video_folds(args: argparse.Namespace, n_folds: int) -> dict[str, Any]:
+    """K folds of whole videos (leave-one-video-out when K is the number of videos): train on the others, test on
+    the fold's videos; macro-F1 per fold, mean +- s.e.m., and all held-out videos pooled."""
     import numpy as np
 
     from services.behavenet.data import CropSet
     from services.behavenet.evaluate import evaluate_predictions, format_report
     from services.behavenet.predict import keras_predictors, predict_cropset
     from services.behavenet.train import train_behavenet
+    from sipec.protocols import block_folds, progress
+    from sipec.protocols import summarize as summarize_runs
 
     settings = _settings_from_args(args, None)
     data, videos = _load_data(args, settings.crops)
     social = sorted(set().union(*(_social(v) for v in videos)))
+    names = data.videos()
     folds = []
     pooled_probs: dict[str, list[np.ndarray]] = {"frame": [], "temporal": []}
     pooled_sets: list[CropSet] = []
-    for held in data.videos():
-        train = data.select([s for s in data.sequences if s.video != held])
-        test = data.select([s for s in data.sequences if s.video == held])
+    for _, held_idx in progress(block_folds(names, n_folds), "behavenet folds"):
+        held = [names[i] for i in held_idx]
+        train = data.select([s for s in data.sequences if s.video not in held])
+        test = data.select([s for s in data.sequences if s.video in held])
         log.info("behavenet: fold %s: training on %d crops, testing on %d", held, len(train), len(test))
         trained = train_behavenet(train, settings, progress=_progress)
         probs = predict_cropset(keras_predictors(trained), test)
         fold = evaluate_predictions(test, probs, social=social, seed=0)
-        print(f"\n### held-out video {held}\n\n{format_report(fold)}")
-        folds.append({"held_out": held, "report": fold, "train_seconds": round(trained.seconds, 1)})
+        print(f"\n### held-out video(s) {', '.join(held)}\n\n{format_report(fold)}")
+        folds.append({"held_out": held[0] if len(held) == 1 else held, "report": fold,
+                      "train_seconds": round(trained.seconds, 1)})
         pooled_sets.append(test)
         for k in pooled_probs:
             pooled_probs[k].append(probs[k])
@@ -278,17 +293,17 @@ def _leave_one_video_out(args: argparse.Namespace) -> dict[str, Any]:
         keras.backend.clear_session()
     pooled = evaluate_predictions(CropSet.concat(pooled_sets), {k: np.concatenate(v) for k, v in
                                                                 pooled_probs.items()}, social=social, seed=0)
-    summary = {m: {"macro_f1_per_fold": [f["report"]["models"][m]["individual"]["macro_f1"] for f in folds]}
-               for m in ("frame", "temporal")}
-    for m in summary:
-        vals = summary[m]["macro_f1_per_fold"]
-        summary[m]["macro_f1_mean"] = float(np.mean(vals))
-        summary[m]["macro_f1_sd"] = float(np.std(vals))
+    summary = {}
+    for m in ("frame", "temporal"):
+        vals = [f["report"]["models"][m]["individual"]["macro_f1"] for f in folds]
+        st = summarize_runs([{"v": v} for v in vals], ["v"])["v"]
+        summary[m] = {"macro_f1_per_fold": vals, "macro_f1_mean": st["mean"], "macro_f1_sd": st["sd"],
+                      "macro_f1_sem": st["sem"]}
     print(f"\n### all held-out videos pooled\n\n{format_report(pooled)}")
     for m, s in summary.items():
         print(f"{m}: macro-F1 per fold {', '.join(f'{v:.3f}' for v in s['macro_f1_per_fold'])}; "
-              f"mean {s['macro_f1_mean']:.3f} +- {s['macro_f1_sd']:.3f}")
-    return {"leave_one_video_out": True, "folds": folds, "pooled": pooled, "summary": summary,
+              f"mean {s['macro_f1_mean']:.3f} +- {s['macro_f1_sem']:.3f} (s.e.m.)")
+    return {"leave_one_video_out": n_folds == len(names), "k": n_folds, "folds": folds, "pooled": pooled, "summary": summary,
             "settings": {k: v for k, v in vars(args).items() if k != "func"}}
 
 

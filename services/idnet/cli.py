@@ -99,7 +99,18 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="score only the last fraction of each video's frames (default 1.0: all)")
     p.add_argument("--leave-one-video-out", action="store_true",
                    help="retrain (with the network flags) leaving each source out in turn; needs 2+ sources")
-    p.add_argument("--epochs", type=int, default=10, help="frame epochs for --leave-one-video-out")
+    p.add_argument("--folds", type=int, default=0,
+                   help="K-fold cross-validation (with the network flags): folds of whole videos when there are K "
+                        "or more, else contiguous blocks of frames; mean +- s.e.m. of the accuracy")
+    p.add_argument("--train-sizes", default="",
+                   help="label-count ablation, e.g. 10,30,100 labelled frames (nested random subsets), tested on "
+                        "the last --holdout-fraction of the frames; curve with the 95%%-of-peak point")
+    p.add_argument("--holdout-fraction", type=float, default=0.3,
+                   help="--train-sizes: the last fraction of the frames (in video order) kept for testing")
+    p.add_argument("--plot", default=None, help="--train-sizes: the curve as PLOT.png and PLOT.svg "
+                                                "(default: beside --json, else idnet-ablation)")
+    p.add_argument("--epochs", type=int, default=10,
+                   help="frame epochs for --leave-one-video-out, --folds and --train-sizes")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
@@ -402,6 +413,75 @@ def _leave_one_video_out(args: argparse.Namespace, data: Any, settings: Any) -> 
                               for role in next(iter(folds.values()))}}
 
 
+def _protocols(args: argparse.Namespace, data: Any, settings: Any) -> dict[str, Any]:
+    """--folds and --train-sizes: an IdNet trained (with the network flags) per fold or size, scored on its
+    held-out frames (every animal of a frame on one side)."""
+    import numpy as np
+
+    from services.idnet.evaluate import identity_scores
+    from services.idnet.train import fit_idnet, predict_frame, predict_recurrent
+    from sipec.cli import CliError
+    from sipec.protocols import ablation_split, block_folds, peak_point, plot_ablation, progress, summarize
+    from sipec.training import seed_everything
+
+    keys = sorted({(int(v), int(f)) for v, f in zip(data.video, data.frame, strict=True)})   # frames, in order
+    index = {k: i for i, k in enumerate(keys)}
+    row_key = np.asarray([index[(int(v), int(f))] for v, f in zip(data.video, data.frame, strict=True)])
+    sizes: list[int] = []
+    if args.train_sizes:
+        try:
+            sizes = [int(x) for x in args.train_sizes.split(",") if x.strip()]
+        except ValueError:
+            raise CliError(f"--train-sizes: expected comma-separated integers, got {args.train_sizes!r}") from None
+    try:
+        splits = block_folds([data.videos[v] for v, _ in keys], args.folds) if args.folds else []
+        test, trains = ablation_split(len(keys), sizes, args.holdout_fraction, args.seed) if sizes else ([], [])
+    except ValueError as exc:
+        raise CliError(f"--folds/--train-sizes/--holdout-fraction: {exc}") from exc
+    runs = [("fold", k + 1, tr, te) for k, (tr, te) in enumerate(splits)] + \
+        [("train_size", len(tr), tr, test) for tr in trains]
+    cfg = _config(args, len(data.identity_names))
+    rows: list[dict[str, Any]] = []
+    for kind, value, tr, te in progress(runs, "idnet protocol"):
+        seed_everything(args.seed)
+        train = data.subset(np.flatnonzero(np.isin(row_key, tr)))
+        held = data.subset(np.flatnonzero(np.isin(row_key, te)))
+        if not len(train) or not len(held):
+            raise CliError(f"{kind} {value}: no crops on one side of the split")
+        trained = fit_idnet(train, cfg, settings, _params(args))
+        row: dict[str, Any] = {kind: value, "train_frames": len(tr), "test_frames": len(te),
+                               "frame": identity_scores(held.identity, predict_frame(trained, held),
+                                                        data.identity_names)}
+        if cfg.t:
+            row["recurrent"] = identity_scores(held.identity, predict_recurrent(trained, held), data.identity_names)
+        for role in ("frame", "recurrent"):
+            if role in row:
+                row[f"{role}_accuracy"] = row[role]["accuracy"]
+                row[f"{role}_chance"] = row[role]["chance_shuffled_labels"]
+        print(f"idnet: {kind} {value}: accuracy " + ", ".join(
+            f"{r} {row[f'{r}_accuracy']:.3f}" for r in ("frame", "recurrent") if r in row), flush=True)
+        rows.append(row)
+    role = "recurrent" if cfg.t else "frame"
+    metrics = [f"{r}_{m}" for r in ("frame", "recurrent") if r == "frame" or cfg.t for m in ("accuracy", "chance")]
+    out: dict[str, Any] = {}
+    if splits:
+        out["folds"] = rows[:len(splits)]
+        out["folds_summary"] = summarize(out["folds"], metrics)
+        s = out["folds_summary"][f"{role}_accuracy"]
+        print(f"idnet: {args.folds}-fold {role} accuracy {s['mean']:.3f} +- {s['sem']:.3f} (mean +- s.e.m.; "
+              f"shuffled-label chance {out['folds_summary'][f'{role}_chance']['mean']:.3f})")
+    if sizes:
+        out["train_sizes"] = rows[len(splits):]
+        out["peak"] = peak_point(sizes, [r[f"{role}_accuracy"] for r in out["train_sizes"]], 0.95)
+        stem = Path(args.plot) if args.plot else (Path(args.json).with_suffix("") if args.json
+                                                  else Path("idnet-ablation"))
+        out["plot"] = [str(p) for p in plot_ablation(out["train_sizes"], f"{role}_accuracy", stem,
+                                                     f"IdNet ({role} network): identity accuracy")]
+        print(f"idnet: accuracy within 95% of the best ({out['peak']['peak']:.3f}) from {out['peak']['size']} "
+              f"labelled frames; plot {out['plot'][0]}")
+    return out
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from services.idnet.data import time_split
     from services.idnet.evaluate import format_scores
@@ -411,7 +491,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     ensure_keras_home()
     _check_fraction("--test-fraction", args.test_fraction)
     settings = _settings(args)
-    if args.leave_one_video_out:
+    if args.folds or args.train_sizes:
+        if args.model_repo or args.leave_one_video_out:
+            raise CliError("--folds/--train-sizes train their own models: leave out --model-repo and "
+                           "--leave-one-video-out")
+        result = _protocols(args, _load(args, settings), settings)
+    elif args.leave_one_video_out:
         result = _leave_one_video_out(args, _load(args, settings), settings)
         for video, fold in result["leave_one_video_out"].items():
             for role, s in fold.items():

@@ -344,14 +344,19 @@ def test_leave_one_video_out_trains_and_scores_a_fold_per_video(videos, tmp_path
     for fold in report["folds"]:
         assert fold["report"]["videos"] == [fold["held_out"]]          # tested only on the held-out video
         assert 0 < fold["report"]["individual_crops"] <= 60 * 3
-    assert len(report["summary"]["temporal"]["macro_f1_per_fold"]) == 2
+    assert len(report["summary"]["temporal"]["macro_f1_per_fold"]) == 2 and report["k"] == 2
+    vals = report["summary"]["temporal"]["macro_f1_per_fold"]
+    assert report["summary"]["temporal"]["macro_f1_sem"] == pytest.approx(abs(vals[0] - vals[1]) / 2)
     assert report["pooled"]["individual_crops"] == sum(f["report"]["individual_crops"] for f in report["folds"])
     # bad input: exit status 2 and a message naming the flag or file
     capsys.readouterr()
     assert _main(["evaluate", "behavenet", "--data", str(videos["train_a"])]) == 2
     assert "give --model-repo" in capsys.readouterr().err
     assert _main(["evaluate", "behavenet", "--leave-one-video-out", "--data", str(videos["train_a"])]) == 2
-    assert "at least two --data folders" in capsys.readouterr().err
+    assert "folds hold whole videos" in capsys.readouterr().err
+    assert _main(["evaluate", "behavenet", "--folds", "3", "--data", str(videos["train_a"]),
+                  str(videos["train_b"])]) == 2
+    assert "between 2 and the 2 --data folder(s), not 3" in capsys.readouterr().err
     assert _main(["train", "behavenet", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
     assert "--data: directory not found" in capsys.readouterr().err
     assert _main(["train", "behavenet", "--data", str(tmp_path), "--out", str(tmp_path / "r")]) == 2

@@ -278,3 +278,23 @@ def _find(obj, key):
     elif isinstance(obj, list):
         for v in obj:
             yield from _find(v, key)
+
+
+def test_folds_and_train_sizes_train_per_split_and_report_mean_sem_and_a_curve(synth, tmp_path, capsys):
+    """--folds 2 on one video: two contiguous blocks of frames, each trained on the other; --train-sizes 20,60:
+    nested frame subsets tested on the last 30% of the frames; mean +- s.e.m., chance, the plot."""
+    out = tmp_path / "cv.json"
+    assert _main(["evaluate", "idnet", "--data", str(synth), "--folds", "2", "--train-sizes", "20,60", "--epochs",
+                  "1", "--t", "0", "--input-size", "32", "--crop-px", "64", "--lr", "1e-3", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    folds = report["folds"]
+    assert [f["fold"] for f in folds] == [1, 2] and sum(f["test_frames"] for f in folds) == 200
+    assert all(f["train_frames"] + f["test_frames"] == 200 for f in folds)
+    s = report["folds_summary"]["frame_accuracy"]
+    assert s["n"] == 2 and s["sem"] == pytest.approx(abs(folds[0]["frame_accuracy"] - folds[1]["frame_accuracy"]) / 2)
+    assert 0.0 <= report["folds_summary"]["frame_chance"]["mean"] <= 1.0
+    sizes = report["train_sizes"]
+    assert [(r["train_size"], r["test_frames"]) for r in sizes] == [(20, 60), (60, 60)]
+    assert (tmp_path / "cv.png").is_file() and (tmp_path / "cv.svg").is_file()
+    assert "2-fold frame accuracy" in capsys.readouterr().out
+    assert _main(["evaluate", "idnet", "--data", str(synth), "--folds", "2", "--model-repo", str(tmp_path)]) == 2
