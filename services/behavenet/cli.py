@@ -303,8 +303,8 @@ def _video_folds(args: argparse.Namespace, n_folds: int) -> dict[str, Any]:
     for m, s in summary.items():
         print(f"{m}: macro-F1 per fold {', '.join(f'{v:.3f}' for v in s['macro_f1_per_fold'])}; "
               f"mean {s['macro_f1_mean']:.3f} +- {s['macro_f1_sem']:.3f} (s.e.m.)")
-    return {"leave_one_video_out": n_folds == len(names), "k": n_folds, "folds": folds, "pooled": pooled, "summary": summary,
-            "settings": {k: v for k, v in vars(args).items() if k != "func"}}
+    return {"leave_one_video_out": n_folds == len(names), "k": n_folds, "folds": folds, "pooled": pooled,
+            "summary": summary, "settings": {k: v for k, v in vars(args).items() if k != "func"}}
 
 
 def _write_ethograms(folder: str, data: Any, probs: Any, social: list[str]) -> None:
