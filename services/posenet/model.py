@@ -50,13 +50,15 @@ def _small_backbone(x: Any, width: int) -> Any:
 
 
 def build_posenet(num_keypoints: int, input_size: int = 128, backbone: str = "small",
-                  weights: str | None = None, head_filters: int | None = None, small_width: int = 32) -> Any:
+                  weights: str | None = None, head_filters: int | None = None, small_width: int = 32,
+                  heatmap_activation: str | None = None) -> Any:
     """Build the encoder-decoder. ``weights``: None, 'imagenet' (resnet50/efficientnetb0 only) or a
     .weights.h5 file of this same architecture (loaded after building).
 
     The head is Simple Baselines': (backbone stride / 4) x [4x4 transposed conv stride 2 + BN + ReLU],
     then a 1x1 conv to K heatmaps. ``head_filters`` defaults to 256 (the paper) for the big backbones
-    and 4 * small_width for ``small``.
+    and 4 * small_width for ``small``. ``heatmap_activation`` "sigmoid" keeps the heatmaps in [0, 1] (for the
+    cross-entropy loss); None leaves them linear (the MSE loss).
     """
     import keras
     from keras import layers
@@ -96,7 +98,8 @@ def build_posenet(num_keypoints: int, input_size: int = 128, backbone: str = "sm
         y = layers.Conv2DTranspose(head_filters, 4, strides=2, padding="same", use_bias=False, name=f"deconv{i + 1}")(y)
         y = layers.BatchNormalization(name=f"deconv{i + 1}_bn")(y)
         y = layers.ReLU(name=f"deconv{i + 1}_relu")(y)
-    out = layers.Conv2D(num_keypoints, 1, padding="same", dtype="float32", name=OUTPUT_NAME)(y)
+    out = layers.Conv2D(num_keypoints, 1, padding="same", dtype="float32", activation=heatmap_activation,
+                        name=OUTPUT_NAME)(y)
     model = keras.Model(inp, {OUTPUT_NAME: out}, name=f"posenet_{backbone}")
     if weights not in (None, "imagenet"):
         model.load_weights(weights)
@@ -123,13 +126,37 @@ def masked_heatmap_loss(y_true: Any, y_pred: Any, fg_weight: float = 0.0) -> Any
     return K.sum(per_kp) / K.maximum(K.sum(weight), 1.0)
 
 
-def heatmap_loss(fg_weight: float = 0.0) -> Any:
-    """:func:`masked_heatmap_loss` with ``fg_weight`` bound, for ``model.compile``."""
-    if not fg_weight:
+def masked_heatmap_bce(y_true: Any, y_pred: Any, fg_weight: float = 0.0) -> Any:
+    """The paper's loss: pixel-wise binary cross-entropy between sigmoid heatmaps and the Gaussian targets, over
+    the heatmaps of labelled keypoints only (a target filled with -1: weight 0), normalised as
+    :func:`masked_heatmap_loss`, with the same optional foreground weighting."""
+    import keras.ops as K
+
+    y_true = K.cast(y_true, "float32")
+    y_pred = K.clip(K.cast(y_pred, "float32"), 1e-6, 1.0 - 1e-6)
+    weight = K.cast(y_true[:, :1, :1, :] >= 0.0, "float32")
+    target = K.maximum(y_true, 0.0)
+    ce = -(target * K.log(y_pred) + (1.0 - target) * K.log(1.0 - y_pred)) * weight
+    if fg_weight:
+        ce = ce * (1.0 + fg_weight * target)
+    per_kp = K.mean(ce, axis=(1, 2))
+    return K.sum(per_kp) / K.maximum(K.sum(weight), 1.0)
+
+
+LOSSES = ("mse", "bce")
+
+
+def heatmap_loss(fg_weight: float = 0.0, kind: str = "mse") -> Any:
+    """The masked heatmap loss for ``model.compile``: "mse" (:func:`masked_heatmap_loss`, Simple Baselines) or
+    "bce" (:func:`masked_heatmap_bce`, the SIPEC paper's cross-entropy), with ``fg_weight`` bound."""
+    if kind not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {kind!r}")
+    base = masked_heatmap_bce if kind == "bce" else masked_heatmap_loss
+    if not fg_weight and kind == "mse":
         return masked_heatmap_loss
 
     def loss(y_true: Any, y_pred: Any) -> Any:
-        return masked_heatmap_loss(y_true, y_pred, fg_weight)
+        return base(y_true, y_pred, fg_weight)
 
     return loss
 

@@ -25,7 +25,15 @@ from services.posenet.data import (
     cut_samples,
     load_labels,
 )
-from services.posenet.model import BACKBONES, OUTPUT_NAME, OUTPUT_STRIDE, build_posenet, export_posenet, heatmap_loss
+from services.posenet.model import (
+    BACKBONES,
+    LOSSES,
+    OUTPUT_NAME,
+    OUTPUT_STRIDE,
+    build_posenet,
+    export_posenet,
+    heatmap_loss,
+)
 from services.posenet.split import split_samples
 from sipec.protocols import natural_key
 
@@ -60,6 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "better than 128 on the shared projects with the small CPU backbone; docs/benchmarks.md)")
     g.add_argument("--sigma", type=float, default=2.0, help="Gaussian target sigma in heatmap cells (default 2)")
     g.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate, cosine-decayed to 1%% (default 2e-3)")
+    g.add_argument("--loss", choices=LOSSES, default="mse",
+                   help="heatmap loss: mse (Simple Baselines, default) or bce (the SIPEC paper's cross-entropy on "
+                        "sigmoid heatmaps); both ignore unlabelled keypoints (docs/benchmarks.md compares them)")
     g.add_argument("--fg-weight", type=float, default=10.0,
                    help="weigh heatmap pixels by 1 + W x target in the MSE, so that training leaves the 'all "
                         "heatmaps zero' plateau (default 10; 0: plain Simple Baselines MSE)")
@@ -103,11 +114,12 @@ def train_model(num_keypoints: int, samples: list[PoseSample], args: argparse.Na
     """Build and fit on cut samples; returns (model, history)."""
     import keras
 
-    model = build_posenet(num_keypoints, args.input_size, args.backbone, weights, small_width=args.width)
+    model = build_posenet(num_keypoints, args.input_size, args.backbone, weights, small_width=args.width,
+                          heatmap_activation="sigmoid" if args.loss == "bce" else None)
     ds = make_dataset(samples, args.input_size, OUTPUT_STRIDE, args.batch_size, args.sigma, augment, args.seed)
     steps = max(1, args.epochs * len(ds))
     lr = keras.optimizers.schedules.CosineDecay(args.lr, steps, alpha=0.01)
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss={OUTPUT_NAME: heatmap_loss(args.fg_weight)})
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss={OUTPUT_NAME: heatmap_loss(args.fg_weight, args.loss)})
     history = model.fit(ds, epochs=args.epochs, verbose=2)
     return model, history
 
@@ -168,7 +180,8 @@ def run_train(args: argparse.Namespace) -> int:
         "module": "posenet", "architecture": f"simple-baselines/{args.backbone}",
         "input": {"height": args.input_size, "width": args.input_size, "channels": 3},
         "keypoint_names": labels.keypoint_names, "output_stride": OUTPUT_STRIDE, "sigma": args.sigma,
-        "loss": {"name": "masked heatmap MSE", "fg_weight": args.fg_weight},
+        "loss": {"name": {"mse": "masked heatmap MSE", "bce": "masked heatmap binary cross-entropy (sigmoid "
+                          "heatmaps)"}[args.loss], "kind": args.loss, "fg_weight": args.fg_weight},
         "crop": {**spec.to_json(), "input_px": args.input_size, "input_reason": input_why},
         "left_right_pairs": [list(p) for p in pairs],
         "peaks": "argmax + log-parabola sub-pixel refinement in the service (services/posenet/peaks.py)",

@@ -69,6 +69,29 @@ def test_masked_loss_ignores_missing_keypoints():
     assert float(masked_heatmap_loss(y_true, tf.constant(pred2))) == pytest.approx(float(loss), rel=1e-6)
 
 
+def test_cross_entropy_loss_ignores_missing_keypoints_and_is_least_at_the_target():
+    """--loss bce (the paper's): pixel-wise binary cross-entropy of sigmoid heatmaps against the Gaussian targets."""
+    import tensorflow as tf
+
+    from services.posenet.model import heatmap_loss, masked_heatmap_bce
+
+    kp = np.array([[20.0, 30.0], [np.nan, np.nan]])
+    target = heatmap_targets(kp, 64, 4)[None]
+    y_true = tf.constant(target)
+    pred = tf.Variable(np.full((1, 16, 16, 2), 0.3, np.float32))
+    with tf.GradientTape() as tape:
+        loss = masked_heatmap_bce(y_true, pred)
+    grad = tape.gradient(loss, pred).numpy()
+    assert np.all(grad[..., 1] == 0.0) and np.abs(grad[..., 0]).sum() > 0
+    t, p = target[..., 0], 0.3
+    assert float(loss) == pytest.approx(float(np.mean(-(t * np.log(p) + (1 - t) * np.log(1 - p)))), rel=1e-5)
+    at_target = np.where(target >= 0, target, 0.5).astype(np.float32)
+    assert float(masked_heatmap_bce(y_true, tf.constant(at_target))) < float(loss)
+    assert heatmap_loss(0.0, "bce") is not heatmap_loss(0.0, "mse")
+    with pytest.raises(ValueError, match="mse, bce"):
+        heatmap_loss(0.0, "l1")
+
+
 def test_left_right_pairs_from_names():
     from services.posenet.crops import left_right_pairs
 

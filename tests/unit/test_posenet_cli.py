@@ -28,9 +28,10 @@ def test_train_then_evaluate_writes_metrics_and_predictions(synth_dir, tmp_path)
 
     repo = tmp_path / "repo"
     r = _sipec("train", "posenet", "--data", str(synth_dir / "keypoints.slp"), "--out", str(repo), "--epochs", "1",
-               "--input-size", "64", "--width", "8", "--test-fraction", "0.25", "--split", "last")
+               "--input-size", "64", "--width", "8", "--test-fraction", "0.25", "--split", "last", "--loss", "bce")
     assert r.returncode == 0, r.stderr[-2000:]
     info = json.loads((repo / "posenet" / "1" / "assets" / "sipec.json").read_text())
+    assert info["loss"]["kind"] == "bce"            # the paper's cross-entropy: heatmaps in [0, 1]
     assert info["keypoint_names"][0] == "snout" and info["training"]["data"]["split"]["mode"] == "last"
     assert info["crop"]["center"] == "box" and info["crop"]["side_px"] > 0 and info["crop"]["input_px"] == 64
     assert info["left_right_pairs"] == [[1, 2]]          # left_ear / right_ear: mirrored together
