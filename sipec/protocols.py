@@ -5,6 +5,7 @@
   is over recordings; DeepLabCut's shuffles split at random, which lets near-duplicate neighbours leak).
 - :func:`ablation_split`: a fixed test block and nested training sets of given sizes for the label-count
   curves (Fig. 2b, 2d, 3d).
+- :func:`equal_steps_epochs`: each ablation size trains as many steps as the whole pool would.
 - :func:`summarize`: mean, standard deviation and standard error of the mean over folds (the paper's mean +- s.e.m.).
 - :func:`peak_point`: the smallest training size whose score is within 95% of the best one.
 - :func:`plot_ablation`: the curve as PNG and SVG, with the 95%-of-peak point marked.
@@ -76,6 +77,12 @@ def ablation_subsets(pool: Sequence[int], sizes: Sequence[int], seed: int) -> li
         raise ValueError(f"training sizes {bad} are not between 1 and the {len(pool)} items left for training")
     order = [pool[i] for i in np.random.default_rng(seed).permutation(len(pool))]
     return [sorted(order[:s]) for s in sizes]
+
+
+def equal_steps_epochs(epochs: int, pool: int, size: int) -> int:
+    """Epochs for a training set of ``size`` items so that it trains for as many steps as ``epochs`` over the
+    whole ``pool`` would: a label-count curve then measures labels, not training time."""
+    return max(epochs, int(math.ceil(epochs * pool / max(1, size))))
 
 
 def summarize(rows: Sequence[dict[str, Any]], keys: Iterable[str]) -> dict[str, dict[str, float]]:

@@ -416,12 +416,22 @@ def _leave_one_video_out(args: argparse.Namespace, data: Any, settings: Any) -> 
 def _protocols(args: argparse.Namespace, data: Any, settings: Any) -> dict[str, Any]:
     """--folds and --train-sizes: an IdNet trained (with the network flags) per fold or size, scored on its
     held-out frames (every animal of a frame on one side)."""
+    from dataclasses import replace
+
     import numpy as np
 
     from services.idnet.evaluate import identity_scores
     from services.idnet.train import fit_idnet, predict_frame, predict_recurrent
     from sipec.cli import CliError
-    from sipec.protocols import ablation_split, block_folds, peak_point, plot_ablation, progress, summarize
+    from sipec.protocols import (
+        ablation_split,
+        block_folds,
+        equal_steps_epochs,
+        peak_point,
+        plot_ablation,
+        progress,
+        summarize,
+    )
     from sipec.training import seed_everything
 
     keys = sorted({(int(v), int(f)) for v, f in zip(data.video, data.frame, strict=True)})   # frames, in order
@@ -448,8 +458,11 @@ def _protocols(args: argparse.Namespace, data: Any, settings: Any) -> dict[str, 
         held = data.subset(np.flatnonzero(np.isin(row_key, te)))
         if not len(train) or not len(held):
             raise CliError(f"{kind} {value}: no crops on one side of the split")
-        trained = fit_idnet(train, cfg, settings, _params(args))
-        row: dict[str, Any] = {kind: value, "train_frames": len(tr), "test_frames": len(te),
+        params = _params(args)
+        if kind == "train_size":   # as many steps as the whole pool would get: labels, not training time
+            params = replace(params, epochs=equal_steps_epochs(params.epochs, len(keys) - len(test), len(tr)))
+        trained = fit_idnet(train, cfg, settings, params)
+        row: dict[str, Any] = {kind: value, "epochs": params.epochs, "train_frames": len(tr), "test_frames": len(te),
                                "frame": identity_scores(held.identity, predict_frame(trained, held),
                                                         data.identity_names)}
         if cfg.t:

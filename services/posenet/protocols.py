@@ -3,7 +3,9 @@
 Each run is an ordinary `sipec train posenet` (same options, passed with ``--train-options``) into the work
 folder, with the split ``block:i/K`` (folds that keep neighbouring frames together) or ``subset:N`` (N training
 images drawn from all but the last ``--test-fraction`` of the images, which every size is tested on), followed by
-`sipec evaluate posenet` of that model on its own held-out images. Every finished run leaves its model and a
+`sipec evaluate posenet` of that model on its own held-out images. In the ablation every size trains for as many
+steps as the whole pool would (epochs scaled by pool / size): the curve measures labels, not training time.
+Every finished run leaves its model and a
 ``<run>.json`` in the work folder; a rerun with the same data and options reuses them, so an interrupted
 cross-validation resumes where it stopped.
 """
@@ -44,7 +46,7 @@ def add_protocol_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_protocols(args: argparse.Namespace) -> int:
     from sipec.cli import CliError
-    from sipec.protocols import peak_point, plot_ablation, progress, summarize
+    from sipec.protocols import equal_steps_epochs, peak_point, plot_ablation, progress, summarize
 
     if not args.data:
         raise CliError("--folds/--train-sizes: give --data (the labelled poses to train and test on)")
@@ -72,20 +74,25 @@ def run_protocols(args: argparse.Namespace) -> int:
     test_fraction = 0.2 if args.test_fraction is None else args.test_fraction
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    runs: list[tuple[str, str, int, dict[str, Any]]] = []  # (name, split, seed, row fields)
+    runs: list[tuple[str, str, int, dict[str, Any], list[str]]] = []  # (name, split, seed, row fields, options)
     for k in range(args.folds):
-        runs.append((f"fold{k + 1}of{args.folds}", f"block:{k}/{args.folds}", 0, {"fold": k + 1}))
-    for size in sizes:
-        for r in range(args.repeats):
-            runs.append((f"size{size}_seed{r}", f"subset:{size}", r, {"train_size": size, "seed": r}))
+        runs.append((f"fold{k + 1}of{args.folds}", f"block:{k}/{args.folds}", 0, {"fold": k + 1}, options))
+    if sizes:
+        # every size gets the training steps of the whole pool: fewer labels, not less training
+        epochs, pool = _epochs(options), _pool_images(args.data, test_fraction)
+        for size in sizes:
+            e = equal_steps_epochs(epochs, pool, size)
+            for r in range(args.repeats):
+                runs.append((f"size{size}_seed{r}", f"subset:{size}", r,
+                             {"train_size": size, "seed": r, "epochs": e}, [*options, "--epochs", str(e)]))
     print(f"posenet: {len(runs)} trainings in {work} (train options: {args.train_options or 'the defaults'})",
           flush=True)
     rows: dict[str, dict[str, Any]] = {}
-    for name, split, seed, fields in progress(runs, "posenet protocol"):
-        rows[name] = {**fields, **_run(args, options, work, name, split, seed, test_fraction)}
+    for name, split, seed, fields, opts in progress(runs, "posenet protocol"):
+        rows[name] = {**fields, **_run(args, opts, work, name, split, seed, test_fraction)}
     out: dict[str, Any] = {"data": str(args.data), "train_options": args.train_options, "work": str(work)}
     if args.folds:
-        fold_rows = [rows[n] for n, s, _, _ in runs if s.startswith("block:")]
+        fold_rows = [rows[n] for n, s, *_ in runs if s.startswith("block:")]
         out["folds"] = fold_rows
         out["folds_summary"] = summarize(fold_rows, (*METRICS, "pck", "train_seconds"))
         out["folds_pooled_rmse_px"] = _pooled(fold_rows)
@@ -93,7 +100,7 @@ def run_protocols(args: argparse.Namespace) -> int:
         print(f"posenet: {args.folds}-fold test RMSE {s['mean']:.2f} +- {s['sem']:.2f} px (mean +- s.e.m.), pooled "
               f"over all test keypoints {out['folds_pooled_rmse_px']:.2f} px", flush=True)
     if sizes:
-        size_rows = [rows[n] for n, s, _, _ in runs if s.startswith("subset:")]
+        size_rows = [rows[n] for n, s, *_ in runs if s.startswith("subset:")]
         out["train_sizes"] = size_rows
         per_size = {str(z): summarize([r for r in size_rows if r["train_size"] == z], ("rmse_px", "pck"))
                     for z in sizes}
@@ -162,6 +169,26 @@ def _run(args: argparse.Namespace, options: list[str], work: Path, name: str, sp
     print(f"posenet: {name}: test RMSE {result['rmse_px']:.2f} px on {result['test_images']} images "
           f"({seconds:.0f} s)", flush=True)
     return result
+
+
+def _epochs(options: list[str]) -> int:
+    """The epochs the training options ask for (the train command's default when they do not)."""
+    from services.posenet import train
+
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    train.add_arguments(parser)
+    try:
+        return int(parser.parse_known_args(["--data", "x", "--out", "x", *options])[0].epochs)
+    except (argparse.ArgumentError, SystemExit):
+        return 60
+
+
+def _pool_images(data: str, test_fraction: float) -> int:
+    """Images the label-count ablation draws its training sets from (all but the test block)."""
+    from services.posenet.data import load_labels
+
+    n = len({a.source for a in load_labels(data).animals})
+    return n - max(1, int(round(n * test_fraction)))
 
 
 def _train_animals(work: Path, name: str) -> int | None:

@@ -254,13 +254,13 @@ def _config(args: argparse.Namespace, input_size: tuple[int, int], class_names: 
 
 
 def _train_one(args: argparse.Namespace, data: Any, input_size: tuple[int, int], weights: str | None,
-               log: Any = print) -> Any:
+               log: Any = print, epochs: int | None = None) -> Any:
     from services.segnet.augment import AugmentConfig
     from services.segnet.train import train_model
     from sipec.cli import CliError
 
     try:
-        return train_model(data, _config(args, input_size, data.class_names), args.epochs, args.batch_size,
+        return train_model(data, _config(args, input_size, data.class_names), epochs or args.epochs, args.batch_size,
                            args.seed, weights=weights, lr=args.lr,
                            augment=None if args.no_augment else AugmentConfig(), stages=args.stages, log=log,
                            max_seconds=args.max_minutes * 60 if args.max_minutes else None)
@@ -395,7 +395,15 @@ def _evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
 def _evaluate_protocols(args: argparse.Namespace) -> dict[str, Any]:
     from services.segnet.evaluate import RESULT_KEYS, evaluate, model_predict_fn, table
     from sipec.cli import CliError
-    from sipec.protocols import ablation_split, block_folds, peak_point, plot_ablation, progress, summarize
+    from sipec.protocols import (
+        ablation_split,
+        block_folds,
+        equal_steps_epochs,
+        peak_point,
+        plot_ablation,
+        progress,
+        summarize,
+    )
     from sipec.training import resolve_weights
 
     weights = resolve_weights(args.weights)
@@ -413,15 +421,18 @@ def _evaluate_protocols(args: argparse.Namespace) -> dict[str, Any]:
         test, trains = ablation_split(len(data), sizes, args.test_fraction, args.seed) if sizes else ([], [])
     except ValueError as exc:
         raise CliError(f"--folds/--train-sizes/--test-fraction: {exc}") from exc
-    runs = [(f"fold {k + 1}/{args.folds}", tr, te) for k, (tr, te) in enumerate(splits)]
-    runs += [(f"{len(tr)} training images", tr, test) for tr in trains]
+    runs = [(f"fold {k + 1}/{args.folds}", tr, te, args.epochs) for k, (tr, te) in enumerate(splits)]
+    # every ablation size trains as many steps as the whole pool would: the curve measures labels, not training
+    runs += [(f"{len(tr)} training images", tr, test, equal_steps_epochs(args.epochs, len(data) - len(test), len(tr)))
+             for tr in trains]
     rows = []
-    for label, train_idx, test_idx in progress(runs, "segnet protocol"):
-        print(f"segnet: {label}: training on {len(train_idx)} images, testing on {len(test_idx)}", flush=True)
-        res = _train_one(args, data.subset(train_idx), input_size, weights, log=None)
+    for label, train_idx, test_idx, epochs in progress(runs, "segnet protocol"):
+        print(f"segnet: {label}: training on {len(train_idx)} images for {epochs} epochs, testing on "
+              f"{len(test_idx)}", flush=True)
+        res = _train_one(args, data.subset(train_idx), input_size, weights, log=None, epochs=epochs)
         row = evaluate(model_predict_fn(res.model), data.subset(test_idx), min_score=args.min_score)
         print(f"segnet: {label}: mAP@0.5 {row['map50']:.3f} ({res.steps} steps, {res.seconds:.0f}s)", flush=True)
-        rows.append({"train_images": len(train_idx), **row, "steps": res.steps,
+        rows.append({"train_images": len(train_idx), "epochs": epochs, **row, "steps": res.steps,
                      "train_seconds": round(res.seconds, 1)})
     if args.folds:
         fold_rows = [{"fold": k + 1, **r} for k, r in enumerate(rows[:args.folds])]

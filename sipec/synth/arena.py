@@ -75,10 +75,11 @@ class Arena:
                 "objects": [asdict(o) for o in self.objects]}
 
 
-def make_arena(mode: str, width: int, height: int, rng: np.random.Generator, with_objects: bool = True) -> Arena:
+def make_arena(mode: str, width: int, height: int, rng: np.random.Generator, with_objects: bool = True,
+               floor_width: float = TOP_FLOOR_WIDTH) -> Arena:
     if mode == "top":
-        floor_w = TOP_FLOOR_WIDTH
-        floor_d = TOP_FLOOR_WIDTH * height / width
+        floor_w = floor_width
+        floor_d = floor_width * height / width
         wall_h = TOP_WALL_HEIGHT
         camera = top_camera(floor_w, floor_d, wall_h, width, height)
     elif mode == "perspective":

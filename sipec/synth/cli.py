@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from sipec.synth.arena import TOP_FLOOR_WIDTH
+
 log = logging.getLogger("sipec.synth")
 
 DESCRIPTION = """\
@@ -33,6 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--names", default=None, metavar="A,B,...",
                    help="identity names, comma separated (default animal_0, animal_1, ...)")
     p.add_argument("--no-objects", action="store_true", help="no shelter, feeder or platform in the cage")
+    p.add_argument("--floor-width", type=float, default=TOP_FLOOR_WIDTH, metavar="M",
+                   help="cage floor width in metres, top camera (default 0.6; the depth follows the aspect ratio): "
+                        "wider shows smaller animals with more room, e.g. 8 animals apart often enough for "
+                        "`sipec train idnet --from-analysis`")
     p.add_argument("--noise", type=float, default=3.0, metavar="STD", help="sensor noise, grey levels (default 3)")
     p.add_argument("--crf", type=int, default=17, help="H.264 quality, 0 (lossless) to 51 (default 17)")
     p.add_argument("--overwrite", action="store_true", help="replace the files of an existing output folder")
@@ -57,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     config = SynthConfig(animals=args.animals, frames=args.frames, seed=args.seed,
                          appearance_seed=args.appearance_seed, width=width, height=height,
                          camera=args.camera, fps=args.fps, objects=not args.no_objects, identity_names=names,
-                         noise_std=args.noise)
+                         noise_std=args.noise, floor_width=args.floor_width)
     try:
         config.validate()
     except ValueError as exc:

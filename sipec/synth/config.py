@@ -6,6 +6,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from sipec.synth.appearance import MAX_ANIMALS
+from sipec.synth.arena import TOP_FLOOR_WIDTH
 
 CAMERA_MODES: tuple[str, ...] = ("top", "perspective")
 MIN_WIDTH, MIN_HEIGHT = 64, 48
@@ -28,6 +29,9 @@ class SynthConfig:
     objects: bool = True
     identity_names: tuple[str, ...] | None = None
     noise_std: float = 3.0  # grey levels, gaussian sensor noise
+    # width of the cage floor in metres (top camera; the depth follows the aspect ratio): a wider floor at the
+    # same image size shows smaller animals with more room between them
+    floor_width: float = TOP_FLOOR_WIDTH
     lighting_drift: float = 0.06  # relative amplitude of the slow brightness change
 
     def validate(self) -> None:
@@ -55,6 +59,10 @@ class SynthConfig:
                 raise ValueError(f"{len(names)} identity names given for {self.animals} animals")
             if len(set(names)) != len(names) or any(not re.fullmatch(r"[A-Za-z0-9_.-]+", n) for n in names):
                 raise ValueError(f"identity names must be distinct and use only letters, digits, _ . -: {names}")
+        if not 0.3 <= self.floor_width <= 3.0:
+            raise ValueError(f"floor_width must be 0.3 to 3 metres, not {self.floor_width}")
+        if self.floor_width != TOP_FLOOR_WIDTH and self.camera != "top":
+            raise ValueError("floor_width applies to the top camera (the perspective room has its own size)")
         if not 0.0 <= self.noise_std <= 50.0:
             raise ValueError(f"noise_std must be 0 to 50 grey levels, not {self.noise_std}")
         if not 0.0 <= self.lighting_drift <= 0.5:

@@ -84,7 +84,8 @@ class SynthGenerator:
         if config.appearance_seed is not None:
             look_rng = np.random.default_rng(np.random.SeedSequence(config.appearance_seed).spawn(5)[0])
         self.looks: list[Appearance] = make_appearances(config.animals, look_rng, config.names)
-        self.arena: Arena = make_arena(config.camera, config.width, config.height, arena_rng, config.objects)
+        self.arena: Arena = make_arena(config.camera, config.width, config.height, arena_rng, config.objects,
+                                       config.floor_width)
         self.scene = Scene(self.arena, self.looks, config.fps, motion_rng)
         self.renderer = Renderer(self.arena, self.looks, render_rng, config.noise_std, config.lighting_drift)
         self._frame_rng = frame_rng

@@ -130,6 +130,7 @@ def test_folds_and_train_sizes_train_evaluate_plot_and_resume(synth_dir, tmp_pat
     assert [(t["train_size"], t["train_animals"], t["test_images"]) for t in res["train_sizes"]] == [(3, 3, 5),
                                                                                                    (8, 8, 5)]
     assert res["peak"]["size"] in (3, 8)
+    assert [t["epochs"] for t in res["train_sizes"]] == [5, 2]     # as many steps as the 15 pool images' 1 epoch
     assert (tmp_path / "cv.png").is_file() and (tmp_path / "cv.svg").is_file()
     info = json.loads((work / "fold2of2" / "1" / "assets" / "sipec.json").read_text())
     assert info["training"]["data"]["split"]["mode"] == "block:1/2"

@@ -12,6 +12,7 @@ from sipec.protocols import (
     ablation_split,
     ablation_subsets,
     block_folds,
+    equal_steps_epochs,
     natural_key,
     peak_point,
     plot_ablation,
@@ -89,3 +90,8 @@ def test_plot_ablation_writes_png_and_svg(tmp_path):
 
 def test_natural_key_orders_numbers_by_value():
     assert sorted(["img10", "img9", "img100"], key=natural_key) == ["img9", "img10", "img100"]
+
+
+def test_each_ablation_size_trains_as_many_steps_as_the_whole_pool():
+    assert equal_steps_epochs(60, 93, 5) == 1116 and equal_steps_epochs(60, 93, 93) == 60
+    assert equal_steps_epochs(10, 100, 30) == 34 and equal_steps_epochs(10, 100, 200) == 10

@@ -357,3 +357,20 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         generate(SynthConfig(animals=2, frames=20, width=160, height=120), tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == [], "no partial video, no labels, no summary"
+
+
+def test_a_wider_floor_shows_smaller_animals_in_the_same_image():
+    import numpy as np
+
+    from sipec.synth.arena import make_arena
+
+    narrow = make_arena("top", 640, 480, np.random.default_rng(0), with_objects=False)
+    wide = make_arena("top", 640, 480, np.random.default_rng(0), with_objects=False, floor_width=1.2)
+    assert (wide.floor_w, wide.floor_d) == pytest.approx((1.2, 0.9)) and narrow.floor_w == pytest.approx(0.6)
+    # the camera frames the whole floor: a metre spans half the pixels
+    centre = np.array([0.3, 0.2, 0.0])
+    assert wide.camera.pixels_per_metre(centre) == pytest.approx(narrow.camera.pixels_per_metre(centre) / 2, rel=0.02)
+    with pytest.raises(ValueError, match="floor_width"):
+        SynthConfig(floor_width=0.1).validate()
+    with pytest.raises(ValueError, match="top camera"):
+        SynthConfig(floor_width=1.0, camera="perspective").validate()
