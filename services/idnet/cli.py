@@ -422,16 +422,8 @@ def _protocols(args: argparse.Namespace, data: Any, settings: Any) -> dict[str, 
 
     from services.idnet.evaluate import identity_scores
     from services.idnet.train import fit_idnet, predict_frame, predict_recurrent
+    from sipec import protocols
     from sipec.cli import CliError
-    from sipec.protocols import (
-        ablation_split,
-        block_folds,
-        equal_steps_epochs,
-        peak_point,
-        plot_ablation,
-        progress,
-        summarize,
-    )
     from sipec.training import seed_everything
 
     keys = sorted({(int(v), int(f)) for v, f in zip(data.video, data.frame, strict=True)})   # frames, in order
@@ -444,15 +436,16 @@ def _protocols(args: argparse.Namespace, data: Any, settings: Any) -> dict[str, 
         except ValueError:
             raise CliError(f"--train-sizes: expected comma-separated integers, got {args.train_sizes!r}") from None
     try:
-        splits = block_folds([data.videos[v] for v, _ in keys], args.folds) if args.folds else []
-        test, trains = ablation_split(len(keys), sizes, args.holdout_fraction, args.seed) if sizes else ([], [])
+        splits = protocols.block_folds([data.videos[v] for v, _ in keys], args.folds) if args.folds else []
+        test, trains = (protocols.ablation_split(len(keys), sizes, args.holdout_fraction, args.seed) if sizes
+                        else ([], []))
     except ValueError as exc:
         raise CliError(f"--folds/--train-sizes/--holdout-fraction: {exc}") from exc
     runs = [("fold", k + 1, tr, te) for k, (tr, te) in enumerate(splits)] + \
         [("train_size", len(tr), tr, test) for tr in trains]
     cfg = _config(args, len(data.identity_names))
     rows: list[dict[str, Any]] = []
-    for kind, value, tr, te in progress(runs, "idnet protocol"):
+    for kind, value, tr, te in protocols.progress(runs, "idnet protocol"):
         seed_everything(args.seed)
         train = data.subset(np.flatnonzero(np.isin(row_key, tr)))
         held = data.subset(np.flatnonzero(np.isin(row_key, te)))
@@ -460,7 +453,8 @@ def _protocols(args: argparse.Namespace, data: Any, settings: Any) -> dict[str, 
             raise CliError(f"{kind} {value}: no crops on one side of the split")
         params = _params(args)
         if kind == "train_size":   # as many steps as the whole pool would get: labels, not training time
-            params = replace(params, epochs=equal_steps_epochs(params.epochs, len(keys) - len(test), len(tr)))
+            epochs = protocols.equal_steps_epochs(params.epochs, len(keys) - len(test), len(tr))
+            params = replace(params, epochs=epochs)
         trained = fit_idnet(train, cfg, settings, params)
         row: dict[str, Any] = {kind: value, "epochs": params.epochs, "train_frames": len(tr), "test_frames": len(te),
                                "frame": identity_scores(held.identity, predict_frame(trained, held),
@@ -479,17 +473,17 @@ def _protocols(args: argparse.Namespace, data: Any, settings: Any) -> dict[str, 
     out: dict[str, Any] = {}
     if splits:
         out["folds"] = rows[:len(splits)]
-        out["folds_summary"] = summarize(out["folds"], metrics)
+        out["folds_summary"] = protocols.summarize(out["folds"], metrics)
         s = out["folds_summary"][f"{role}_accuracy"]
         print(f"idnet: {args.folds}-fold {role} accuracy {s['mean']:.3f} +- {s['sem']:.3f} (mean +- s.e.m.; "
               f"shuffled-label chance {out['folds_summary'][f'{role}_chance']['mean']:.3f})")
     if sizes:
         out["train_sizes"] = rows[len(splits):]
-        out["peak"] = peak_point(sizes, [r[f"{role}_accuracy"] for r in out["train_sizes"]], 0.95)
+        out["peak"] = protocols.peak_point(sizes, [r[f"{role}_accuracy"] for r in out["train_sizes"]], 0.95)
         stem = Path(args.plot) if args.plot else (Path(args.json).with_suffix("") if args.json
                                                   else Path("idnet-ablation"))
-        out["plot"] = [str(p) for p in plot_ablation(out["train_sizes"], f"{role}_accuracy", stem,
-                                                     f"IdNet ({role} network): identity accuracy")]
+        out["plot"] = [str(p) for p in protocols.plot_ablation(out["train_sizes"], f"{role}_accuracy", stem,
+                                                               f"IdNet ({role} network): identity accuracy")]
         print(f"idnet: accuracy within 95% of the best ({out['peak']['peak']:.3f}) from {out['peak']['size']} "
               f"labelled frames; plot {out['plot'][0]}")
     return out

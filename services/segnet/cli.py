@@ -394,16 +394,8 @@ def _evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
 
 def _evaluate_protocols(args: argparse.Namespace) -> dict[str, Any]:
     from services.segnet.evaluate import RESULT_KEYS, evaluate, model_predict_fn, table
+    from sipec import protocols
     from sipec.cli import CliError
-    from sipec.protocols import (
-        ablation_split,
-        block_folds,
-        equal_steps_epochs,
-        peak_point,
-        plot_ablation,
-        progress,
-        summarize,
-    )
     from sipec.training import resolve_weights
 
     weights = resolve_weights(args.weights)
@@ -417,16 +409,18 @@ def _evaluate_protocols(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError as exc:
             raise CliError(f"--train-sizes: expected comma-separated integers, got {args.train_sizes!r}") from exc
     try:
-        splits = block_folds(["frames"] * len(data), args.folds) if args.folds else []
-        test, trains = ablation_split(len(data), sizes, args.test_fraction, args.seed) if sizes else ([], [])
+        splits = protocols.block_folds(["frames"] * len(data), args.folds) if args.folds else []
+        test, trains = (protocols.ablation_split(len(data), sizes, args.test_fraction, args.seed) if sizes
+                        else ([], []))
     except ValueError as exc:
         raise CliError(f"--folds/--train-sizes/--test-fraction: {exc}") from exc
     runs = [(f"fold {k + 1}/{args.folds}", tr, te, args.epochs) for k, (tr, te) in enumerate(splits)]
     # every ablation size trains as many steps as the whole pool would: the curve measures labels, not training
-    runs += [(f"{len(tr)} training images", tr, test, equal_steps_epochs(args.epochs, len(data) - len(test), len(tr)))
+    pool = len(data) - len(test)
+    runs += [(f"{len(tr)} training images", tr, test, protocols.equal_steps_epochs(args.epochs, pool, len(tr)))
              for tr in trains]
     rows = []
-    for label, train_idx, test_idx, epochs in progress(runs, "segnet protocol"):
+    for label, train_idx, test_idx, epochs in protocols.progress(runs, "segnet protocol"):
         print(f"segnet: {label}: training on {len(train_idx)} images for {epochs} epochs, testing on "
               f"{len(test_idx)}", flush=True)
         res = _train_one(args, data.subset(train_idx), input_size, weights, log=None, epochs=epochs)
@@ -438,16 +432,17 @@ def _evaluate_protocols(args: argparse.Namespace) -> dict[str, Any]:
         fold_rows = [{"fold": k + 1, **r} for k, r in enumerate(rows[:args.folds])]
         print(table(fold_rows, "fold"))
         out["folds"] = fold_rows
-        out["folds_summary"] = s = summarize(fold_rows, RESULT_KEYS)
+        out["folds_summary"] = s = protocols.summarize(fold_rows, RESULT_KEYS)
         print(f"segnet: {args.folds}-fold mAP@0.5 {s['map50']['mean']:.3f} +- {s['map50']['sem']:.3f} (mean +- "
               f"s.e.m.), mean IoU {s['mean_iou']['mean']:.3f}, Dice {s['mean_dice']['mean']:.3f}")
     if sizes:
         size_rows = [{"train_size": r["train_images"], **r} for r in rows[args.folds:]]
         print(table(size_rows, "train_images"))
         out["train_sizes"] = size_rows
-        out["peak"] = peak_point(sizes, [r["map50"] for r in size_rows], 0.95)
+        out["peak"] = protocols.peak_point(sizes, [r["map50"] for r in size_rows], 0.95)
         stem = args.plot or (args.json.with_suffix("") if args.json else Path("segnet-ablation"))
-        out["plot"] = [str(p) for p in plot_ablation(size_rows, "map50", Path(stem), "SegNet: mask mAP@0.5")]
+        out["plot"] = [str(p) for p in protocols.plot_ablation(size_rows, "map50", Path(stem),
+                                                               "SegNet: mask mAP@0.5")]
         print(f"segnet: mAP@0.5 within 95% of the best ({out['peak']['peak']:.3f}) from {out['peak']['size']} "
               f"training images; plot {out['plot'][0]}")
     return out
