@@ -83,6 +83,10 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--min-certainty", type=float, default=0.5,
                    help="a fragment is labelled when its mean probability of its identity is at least this and "
                         "its global fragment's assignment holds (default 0.5)")
+    g.add_argument("--until-converged", action=argparse.BooleanOptionalAction, default=None,
+                   help="train the frame network until its training loss stops falling (at most --max-epochs) "
+                        "instead of --epochs; default: on with --from-analysis, off with --data")
+    g.add_argument("--max-epochs", type=int, default=150, help="most frame epochs with --until-converged (150)")
     add_training_arguments(p, default_model=DEFAULT_MODEL, epochs=10, batch_size=16)
     _add_network_arguments(p)
     p.set_defaults(func=run_train)
@@ -169,7 +173,10 @@ def _params(args: argparse.Namespace) -> Any:
     scratch = bool(getattr(args, "from_analysis", None))
     lr = args.lr if args.lr is not None else (1e-3 if scratch else 2.5e-4)
     k = args.lr_decay if args.lr_decay is not None else (1.0 if scratch else 1.5)
+    converge = getattr(args, "until_converged", None)
+    converge = scratch if converge is None else converge
     return TrainParams(epochs=args.epochs, batch_size=args.batch_size, lr=lr, k=k,
+                       until_converged=converge, max_epochs=getattr(args, "max_epochs", 150),
                        recurrent_epochs=args.recurrent_epochs, recurrent_batch_size=args.recurrent_batch_size,
                        recurrent_lr=args.recurrent_lr)
 
