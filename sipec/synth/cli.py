@@ -37,8 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-objects", action="store_true", help="no shelter, feeder or platform in the cage")
     p.add_argument("--floor-width", type=float, default=TOP_FLOOR_WIDTH, metavar="M",
                    help="cage floor width in metres, top camera (default 0.6; the depth follows the aspect ratio): "
-                        "wider shows smaller animals with more room, e.g. 8 animals apart often enough for "
-                        "`sipec train idnet --from-analysis`")
+                        "wider shows smaller animals with more room between them")
     p.add_argument("--noise", type=float, default=3.0, metavar="STD", help="sensor noise, grey levels (default 3)")
     p.add_argument("--crf", type=int, default=17, help="H.264 quality, 0 (lossless) to 51 (default 17)")
     p.add_argument("--overwrite", action="store_true", help="replace the files of an existing output folder")

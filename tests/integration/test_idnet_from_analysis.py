@@ -65,7 +65,7 @@ def test_fragments_are_labelled_consistently_and_idnet_is_exported(analysis):
     repo = d / "models"
     _sipec("train", "idnet", "--from-analysis", str(folder), "--animals", "2", "--out", str(repo), "--t", "1",
            "--epochs", "4", "--recurrent-epochs", "1", "--rounds", "2", "--input-size", "32", "--crop-px", "64",
-           "--align")
+           "--align", "--max-epochs", "8")          # trained until converged (the default here), within 8 epochs
     meta = json.loads((repo / "idnet" / "1" / "assets" / "sipec.json").read_text())
     assert meta["class_names"] == ["animal_1", "animal_2"] and meta["t"] == 1
     assert meta["masking"]["align"] == 1
