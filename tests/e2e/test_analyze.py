@@ -32,8 +32,12 @@ def test_in_process_and_grpc_services_give_the_same_results(setup):
     table = pq.read_table(folder / "results.parquet")
     assert set(table.column("frame").to_pylist()) <= set(range(24)) and table.num_rows > 0
     assert {"track_id", "mask_rle", "x1", "com_x"} <= set(table.column_names)
-    assert all(t > 0 for t in table.column("track_id").to_pylist())
+    # track 0: an instance scored below the tracked animals' scores, which starts no track (the tracker's new-track
+    # score); the summary counts them. Whether any occur depends on this quickly trained SegNet's scores.
+    tracks = table.column("track_id").to_pylist()
+    assert all(t >= 0 for t in tracks) and any(t > 0 for t in tracks)
     summary = json.loads((folder / "summary.json").read_text())
+    assert summary["untracked_instances"] == tracks.count(0)
     assert summary["frames_analysed"] == 24 and summary["modules"] == ["segnet", "tracker"]
     cap = cv2.VideoCapture(str(folder / "annotated.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 24
