@@ -49,6 +49,23 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _port_in_use(port: int) -> bool:
+    """Whether a process listens on ``port`` (any address), as a service started there would fail to bind while
+    health checks reached the other process."""
+    import errno
+    import socket
+
+    for family, host in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # TIME_WAIT leftovers do not count
+                s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+    return False
+
+
 def _spawn(name: str, args: list[str], log_path: Path) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child process, which outlives this one
@@ -97,6 +114,10 @@ def up(model_repo: Path, modules: list[str], state_dir: Path, model_server: bool
             backend = (["--backend", "tfserving", "--tfserving", f"127.0.0.1:{ports['model-server']}"] if model_server
                        else ["--backend", "local", "--model-repo", str(model_repo)])
             plan.append((m, ["serve", m, *backend, *(extra_args or {}).get(m, [])]))
+        busy = [f"{name} {ports[name]}" for name, _ in plan if ports.get(name) and _port_in_use(ports[name])]
+        if busy:
+            raise LocalServicesError(f"port(s) in use: {', '.join(busy)} (services of another `sipec up`, or of an "
+                                     "earlier run: `sipec down --state-dir` that run's folder, or free the ports)")
         for name, args in plan:
             port = ports.get(name) or _free_port()
             metrics = _free_port()
