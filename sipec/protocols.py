@@ -25,6 +25,33 @@ import numpy as np
 T = TypeVar("T")
 
 
+def add_arguments(g: Any, items: str, test_block: str) -> None:
+    """--folds, --train-sizes and --plot, as every module's `sipec evaluate` offers them. ``items``: what a
+    training size counts ("images", "labelled frames"); ``test_block``: the flag of the test fraction."""
+    g.add_argument("--folds", type=int, default=0,
+                   help="K-fold cross-validation: K trainings, each tested on one fold of whole videos (with K or "
+                        "more) or of contiguous frames; mean +- s.e.m.")
+    g.add_argument("--train-sizes", type=parse_sizes, default=[],
+                   help=f"label-count ablation, e.g. 5,10,20,40 {items}: one training per size (nested random "
+                        f"subsets, as many steps as the whole pool), all tested on the last {test_block} of the "
+                        "frames; curve with the 95%%-of-peak point")
+    g.add_argument("--plot", type=Path, default=None,
+                   help="--train-sizes: the curve as PLOT.png and PLOT.svg (default: beside --json)")
+
+
+def parse_sizes(text: str) -> list[int]:
+    """'5,10,20' -> [5, 10, 20] (argparse type: a bad value is a usage error naming the flag)."""
+    import argparse
+
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected sizes of at least 1, got {text!r}")
+    return sizes
+
+
 def natural_key(text: str) -> list[Any]:
     """Sort key that orders ``img9`` before ``img10``."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]

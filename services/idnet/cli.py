@@ -93,6 +93,8 @@ def register_train(sub: argparse._SubParsersAction) -> None:
 
 
 def register_evaluate(sub: argparse._SubParsersAction) -> None:
+    from sipec import protocols
+
     p = sub.add_parser("idnet", help="IdNet: accuracy, per-identity accuracy, confusion, shuffled-label chance",
                        description="Score exported IdNet models (NAME-frame and NAME) on labelled data, or with "
                                    "--leave-one-video-out retrain on all sources but one and score the one left out.")
@@ -103,16 +105,9 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="score only the last fraction of each video's frames (default 1.0: all)")
     p.add_argument("--leave-one-video-out", action="store_true",
                    help="retrain (with the network flags) leaving each source out in turn; needs 2+ sources")
-    p.add_argument("--folds", type=int, default=0,
-                   help="K-fold cross-validation (with the network flags): folds of whole videos when there are K "
-                        "or more, else contiguous blocks of frames; mean +- s.e.m. of the accuracy")
-    p.add_argument("--train-sizes", default="",
-                   help="label-count ablation, e.g. 10,30,100 labelled frames (nested random subsets), tested on "
-                        "the last --holdout-fraction of the frames; curve with the 95%%-of-peak point")
+    protocols.add_arguments(p, "labelled frames", "--holdout-fraction")
     p.add_argument("--holdout-fraction", type=float, default=0.3,
                    help="--train-sizes: the last fraction of the frames (in video order) kept for testing")
-    p.add_argument("--plot", default=None, help="--train-sizes: the curve as PLOT.png and PLOT.svg "
-                                                "(default: beside --json, else idnet-ablation)")
     p.add_argument("--epochs", type=int, default=10,
                    help="frame epochs for --leave-one-video-out, --folds and --train-sizes")
     p.add_argument("--batch-size", type=int, default=16)
@@ -436,12 +431,7 @@ def _protocols(args: argparse.Namespace, data: Any, settings: Any) -> dict[str, 
     keys = sorted({(int(v), int(f)) for v, f in zip(data.video, data.frame, strict=True)})   # frames, in order
     index = {k: i for i, k in enumerate(keys)}
     row_key = np.asarray([index[(int(v), int(f))] for v, f in zip(data.video, data.frame, strict=True)])
-    sizes: list[int] = []
-    if args.train_sizes:
-        try:
-            sizes = [int(x) for x in args.train_sizes.split(",") if x.strip()]
-        except ValueError:
-            raise CliError(f"--train-sizes: expected comma-separated integers, got {args.train_sizes!r}") from None
+    sizes: list[int] = args.train_sizes
     try:
         splits = protocols.block_folds([data.videos[v] for v, _ in keys], args.folds) if args.folds else []
         test, trains = (protocols.ablation_split(len(keys), sizes, args.holdout_fraction, args.seed) if sizes
@@ -487,8 +477,7 @@ def _protocols(args: argparse.Namespace, data: Any, settings: Any) -> dict[str, 
     if sizes:
         out["train_sizes"] = rows[len(splits):]
         out["peak"] = protocols.peak_point(sizes, [r[f"{role}_accuracy"] for r in out["train_sizes"]], 0.95)
-        stem = Path(args.plot) if args.plot else (Path(args.json).with_suffix("") if args.json
-                                                  else Path("idnet-ablation"))
+        stem = args.plot or (Path(args.json).with_suffix("") if args.json else Path("idnet-ablation"))
         out["plot"] = [str(p) for p in protocols.plot_ablation(out["train_sizes"], f"{role}_accuracy", stem,
                                                                f"IdNet ({role} network): identity accuracy")]
         print(f"idnet: accuracy within 95% of the best ({out['peak']['peak']:.3f}) from {out['peak']['size']} "

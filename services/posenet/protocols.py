@@ -25,13 +25,10 @@ RESERVED = ("--data", "--out", "--model-name", "--split", "--split-seed", "--tes
 
 
 def add_protocol_arguments(p: argparse.ArgumentParser) -> None:
+    from sipec import protocols
+
     g = p.add_argument_group("protocols (train and evaluate here; --data required)")
-    g.add_argument("--folds", type=int, default=0,
-                   help="K-fold cross-validation: K trainings, each tested on one fold of whole videos or of "
-                        "contiguous frames; mean +- s.e.m.")
-    g.add_argument("--train-sizes", default="",
-                   help="label-count ablation, e.g. 5,10,20,40: one training per size (nested random subsets), all "
-                        "tested on the last --test-fraction of the images; curve with the 95%%-of-peak point")
+    protocols.add_arguments(g, "images", "--test-fraction (default 0.2)")
     g.add_argument("--repeats", type=int, default=1,
                    help="--train-sizes: trainings per size with seeds 0..R-1 (other subsets, other initialisations)")
     g.add_argument("--train-options", default="",
@@ -39,9 +36,6 @@ def add_protocol_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--work", default="sipec-evaluate-posenet",
                    help="folder for the trained models and per-run results (default ./sipec-evaluate-posenet); "
                         "finished runs found there are reused")
-    g.add_argument("--plot", default=None,
-                   help="--train-sizes: write the curve to PLOT.png and PLOT.svg "
-                        "(default: beside --json, or in --work)")
 
 
 def run_protocols(args: argparse.Namespace) -> int:
@@ -59,14 +53,7 @@ def run_protocols(args: argparse.Namespace) -> int:
     clash = [o for o in options if o.split("=", 1)[0] in RESERVED]
     if clash:
         raise CliError(f"--train-options: {', '.join(clash)} is set by the protocol; leave it out")
-    sizes: list[int] = []
-    if args.train_sizes:
-        try:
-            sizes = [int(s) for s in args.train_sizes.split(",") if s.strip()]
-        except ValueError:
-            raise CliError(f"--train-sizes: expected comma-separated integers, got {args.train_sizes!r}") from None
-        if not sizes or min(sizes) < 1:
-            raise CliError(f"--train-sizes: sizes must be at least 1, got {args.train_sizes!r}")
+    sizes: list[int] = args.train_sizes
     if args.folds and args.folds < 2:
         raise CliError(f"--folds: need at least 2, not {args.folds}")
     if args.repeats < 1:

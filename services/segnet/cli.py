@@ -318,6 +318,8 @@ def _train(args: argparse.Namespace) -> int:
 
 # --- evaluate ------------------------------------------------------------------------------------------
 def register_evaluate(sub: Any) -> None:
+    from sipec import protocols
+
     p = sub.add_parser("segnet", help="SegNet mAP@0.5, mean IoU and Dice; cross-validation; label-count ablation",
                        description="Evaluate an exported SegNet model (--model-repo), or train and evaluate with "
                                    "k-fold cross-validation (--folds) or a label-count ablation (--train-sizes), "
@@ -328,8 +330,7 @@ def register_evaluate(sub: Any) -> None:
     g.add_argument("--model-repo", type=Path, help="evaluate this repository's model (newest version)")
     g.add_argument("--model-name", default="segnet", help="model name in the repository (default segnet)")
     g.add_argument("--min-score", type=float, default=0.05, help="detections below are dropped (default 0.05)")
-    g.add_argument("--folds", type=int, default=0, help="k-fold cross-validation: train k models on contiguous folds")
-    g.add_argument("--train-sizes", default="", help="label-count ablation: e.g. 3,10,30 training images each")
+    protocols.add_arguments(g, "images", "--test-fraction")
     g.add_argument("--test-fraction", type=float, default=0.3,
                    help="--train-sizes tests on this last fraction of the images (default 0.3)")
     g.add_argument("--epochs", type=int, default=30, help="epochs of each model --folds/--train-sizes trains")
@@ -337,8 +338,6 @@ def register_evaluate(sub: Any) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--weights", default="none", help="initialisation of the models trained here (as in train)")
     g.add_argument("--json", type=Path, help="write the results here")
-    g.add_argument("--plot", type=Path, default=None,
-                   help="--train-sizes: the curve as PLOT.png and PLOT.svg (default: beside --json)")
     p.set_defaults(func=_evaluate)
 
 
@@ -402,12 +401,7 @@ def _evaluate_protocols(args: argparse.Namespace) -> dict[str, Any]:
     data = load_data(args, _image_size(args.image_size) if args.image_size else None)
     input_size = data.input_size
     out: dict[str, Any] = {}
-    sizes: list[int] = []
-    if args.train_sizes:
-        try:
-            sizes = [int(s) for s in args.train_sizes.split(",") if s.strip()]
-        except ValueError as exc:
-            raise CliError(f"--train-sizes: expected comma-separated integers, got {args.train_sizes!r}") from exc
+    sizes: list[int] = args.train_sizes
     try:
         splits = protocols.block_folds(["frames"] * len(data), args.folds) if args.folds else []
         test, trains = (protocols.ablation_split(len(data), sizes, args.test_fraction, args.seed) if sizes
