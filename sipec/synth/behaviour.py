@@ -52,11 +52,16 @@ def sample_bout_frames(behaviour: str, fps: float, rng: np.random.Generator) -> 
     return max(1, int(round(seconds * fps)))
 
 
-def choose_next(current: str, rng: np.random.Generator, social_possible: bool, nest_possible: bool = False) -> str:
-    """The next bout's behaviour (or APPROACH, the start of a social bout, or TO_NEST)."""
+def choose_next(current: str, rng: np.random.Generator, social_possible: bool, nest_possible: bool = False,
+                sociality: float = 1.0) -> str:
+    """The next bout's behaviour (or APPROACH, the start of a social bout, or TO_NEST).
+
+    `sociality` scales the weight of APPROACH (0: never; 1: the default mix).
+    """
+    social_possible = social_possible and sociality > 0
     names = [b for b in NEXT_WEIGHTS if b != current and (social_possible or b != APPROACH)
              and (nest_possible or b != TO_NEST)]
-    weights = np.array([NEXT_WEIGHTS[b] for b in names])
+    weights = np.array([NEXT_WEIGHTS[b] * (sociality if b == APPROACH else 1.0) for b in names])
     return names[int(rng.choice(len(names), p=weights / weights.sum()))]
 
 

@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--floor-width", type=float, default=TOP_FLOOR_WIDTH, metavar="M",
                    help="cage floor width in metres, top camera (default 0.6; the depth follows the aspect ratio): "
                         "wider shows smaller animals with more room between them")
+    p.add_argument("--sociality", type=float, default=1.0, metavar="S",
+                   help="how often the animals approach and groom each other, relative to the default 1 (0: never; "
+                        "they still cross paths), 0 to 5")
     p.add_argument("--noise", type=float, default=3.0, metavar="STD", help="sensor noise, grey levels (default 3)")
     p.add_argument("--crf", type=int, default=17, help="H.264 quality, 0 (lossless) to 51 (default 17)")
     p.add_argument("--overwrite", action="store_true", help="replace the files of an existing output folder")
@@ -62,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     config = SynthConfig(animals=args.animals, frames=args.frames, seed=args.seed,
                          appearance_seed=args.appearance_seed, width=width, height=height,
                          camera=args.camera, fps=args.fps, objects=not args.no_objects, identity_names=names,
-                         noise_std=args.noise, floor_width=args.floor_width)
+                         noise_std=args.noise, floor_width=args.floor_width,
+                         sociality=args.sociality)
     try:
         config.validate()
     except ValueError as exc:
@@ -86,7 +90,8 @@ def _flag_of(message: str) -> str:
     """The command-line flag a SynthConfig validation message is about."""
     for word, flag in (("identity names", "--names"), ("animals", "--animals"), ("frames", "--frames"),
                        ("camera", "--camera"), ("size", "--size"), ("fps", "--fps"),
-                       ("appearance seed", "--appearance-seed"), ("seed", "--seed"), ("noise", "--noise")):
+                       ("appearance seed", "--appearance-seed"), ("seed", "--seed"), ("noise", "--noise"),
+                       ("floor_width", "--floor-width"), ("sociality", "--sociality")):
         if message.startswith(word) or word in message.split(":")[0]:
             return flag
     return ""

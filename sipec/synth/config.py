@@ -32,6 +32,9 @@ class SynthConfig:
     # width of the cage floor in metres (top camera; the depth follows the aspect ratio): a wider floor at the
     # same image size shows smaller animals with more room between them
     floor_width: float = TOP_FLOOR_WIDTH
+    # how often an animal that ends a bout seeks out another one to groom it, relative to the default (1): 0 for
+    # animals that never approach each other (they still meet when their paths cross), as fish or flies
+    sociality: float = 1.0
     lighting_drift: float = 0.06  # relative amplitude of the slow brightness change
 
     def validate(self) -> None:
@@ -63,6 +66,8 @@ class SynthConfig:
             raise ValueError(f"floor_width must be 0.3 to 3 metres, not {self.floor_width}")
         if self.floor_width != TOP_FLOOR_WIDTH and self.camera != "top":
             raise ValueError("floor_width applies to the top camera (the perspective room has its own size)")
+        if not 0.0 <= self.sociality <= 5.0:
+            raise ValueError(f"sociality must be 0 to 5, not {self.sociality}")
         if not 0.0 <= self.noise_std <= 50.0:
             raise ValueError(f"noise_std must be 0 to 50 grey levels, not {self.noise_std}")
         if not 0.0 <= self.lighting_drift <= 0.5:

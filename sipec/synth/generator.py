@@ -86,7 +86,7 @@ class SynthGenerator:
         self.looks: list[Appearance] = make_appearances(config.animals, look_rng, config.names)
         self.arena: Arena = make_arena(config.camera, config.width, config.height, arena_rng, config.objects,
                                        config.floor_width)
-        self.scene = Scene(self.arena, self.looks, config.fps, motion_rng)
+        self.scene = Scene(self.arena, self.looks, config.fps, motion_rng, config.sociality)
         self.renderer = Renderer(self.arena, self.looks, render_rng, config.noise_std, config.lighting_drift)
         self._frame_rng = frame_rng
         self._started = False

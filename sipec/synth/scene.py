@@ -75,8 +75,10 @@ def _angle_diff(a: float, b: float) -> float:
 class Scene:
     """All animals of one video; `step()` advances one frame."""
 
-    def __init__(self, arena: Arena, looks: list[Appearance], fps: float, rng: np.random.Generator) -> None:
+    def __init__(self, arena: Arena, looks: list[Appearance], fps: float, rng: np.random.Generator,
+                 sociality: float = 1.0) -> None:
         self.arena = arena
+        self.sociality = float(sociality)
         self.fps = float(fps)
         self.dt = 1.0 / self.fps
         self.rng = rng
@@ -162,7 +164,7 @@ class Scene:
                     self._start(a.partner, choose_next("social_grooming", self.rng, False))
                 elif a.behaviour == "social_grooming":
                     continue  # the groomer (same bout length) ends the bout for both
-                self._start(i, choose_next(a.behaviour, self.rng, n >= 2, self.nest is not None))
+                self._start(i, choose_next(a.behaviour, self.rng, n >= 2, self.nest is not None, self.sociality))
             elif a.behaviour == TO_NEST and self.nest is not None:
                 cx, cy = a.point_ahead(HIPS_TO_CENTER * a.look.size)
                 if self.nest.contains(cx, cy, margin=-0.02):

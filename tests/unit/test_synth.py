@@ -374,3 +374,18 @@ def test_a_wider_floor_shows_smaller_animals_in_the_same_image():
         SynthConfig(floor_width=0.1).validate()
     with pytest.raises(ValueError, match="top camera"):
         SynthConfig(floor_width=1.0, camera="perspective").validate()
+
+
+def test_sociality_sets_how_often_animals_groom_each_other(long_labels):
+    """`sociality` 0: no social grooming at all (the animals still meet by chance); the default keeps the mix."""
+    def social_frames(frames) -> int:
+        return sum(b == "social_grooming" for frame in frames for b, _, _ in frame)
+
+    assert social_frames(long_labels) > 100
+    gen = SynthGenerator(SynthConfig(animals=3, frames=1800, width=96, height=72, seed=11, noise_std=0.0,
+                                     sociality=0.0))
+    solitary = [[(a.behaviour, a.partner, a.position) for a in frame.animals] for frame in gen.frames()]
+    assert social_frames(solitary) == 0
+    assert {"walking", "grooming", "resting", "rearing"} <= {b for frame in solitary for b, _, _ in frame}
+    with pytest.raises(ValueError, match="sociality"):
+        SynthConfig(sociality=-1).validate()
