@@ -27,8 +27,8 @@ from orchestrator.config import PipelineConfig
 from orchestrator.pipeline import FrameState, ModuleSet, VideoPipeline
 from orchestrator.results import PROGRESS, ResumeMismatch
 from orchestrator.sinks import ResultsSink, render_annotated_video, write_pose_files
-from orchestrator.video import FrameReader, VideoError, probe, video_fingerprint
 from sipec.data.atomic import write_text_atomic
+from sipec.video import FrameReader, VideoError, probe, video_fingerprint
 
 log = logging.getLogger("sipec.analyze")
 

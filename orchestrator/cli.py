@@ -72,8 +72,8 @@ def run_analyze(args: argparse.Namespace) -> int:
     from orchestrator.config import ConfigError, load_config
     from orchestrator.local import ENDPOINTS_FILE
     from orchestrator.modules import ModuleSetupError, build_modules, read_endpoints
-    from orchestrator.video import find_videos
     from sipec.cli import CliError
+    from sipec.video import find_videos
 
     try:
         config = load_config(args.config)

@@ -11,14 +11,13 @@ token of the file is sent on every call (see `sipec.serving.auth`).
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from orchestrator.clients import grpc_stub, in_process_stub
 from orchestrator.pipeline import ModuleSet
+from sipec.serving.stubs import grpc_stub, open_in_process
 
 AUTH_TOKEN_FILE_KEY = "auth_token_file"   # the one key of an endpoints file that is not a module
 
@@ -71,12 +70,10 @@ def build_modules(modules: tuple[str, ...], model_repo: Path | None = None,
             if model_repo is None:
                 raise ModuleSetupError("in-process analysis needs --models REPO")
             try:
-                service = importlib.import_module(f"services.{name}.service")
+                servicer, stubs[name] = open_in_process(name, model_repo)
             except ModuleNotFoundError as exc:
                 raise ModuleSetupError(f"module {name!r} is not built in this installation") from exc
-            servicer = service.create_servicer(model_repo)
             servicers.append(servicer)
-            stubs[name] = in_process_stub(name, servicer)
         try:
             return ModuleSet(stubs), servicers
         except Exception as exc:

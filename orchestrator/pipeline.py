@@ -10,7 +10,7 @@ decoder thread --frames--> SegNet stream (batched by the service) --instances-->
    -> completed frames, in order -> sinks
 ```
 
-Only the contract is used: each module is a stub (gRPC or in-process, see `orchestrator.clients`).
+Only the contract is used: each module is a stub (gRPC or in-process, see `sipec.serving.stubs`).
 Memory is bounded: at most `max_frames_in_flight` frames are held between decoding and completion.
 
 A module whose model backend is down (a module in front of a stopped model server) keeps its stream open and
@@ -34,7 +34,6 @@ import grpc
 import numpy as np
 
 from orchestrator.streams import BidiStream
-from orchestrator.video import Frame, FrameReader
 from sipec.api.convert import (
     image_to_proto,
     instance_from_proto,
@@ -43,6 +42,7 @@ from sipec.api.convert import (
 from sipec.api.defaults import TRACKER_DEFAULTS
 from sipec.geometry import crop_around, crop_origin, decode_rle
 from sipec.v1 import behavenet_pb2, common_pb2, idnet_pb2, posenet_pb2, segnet_pb2, tracker_pb2
+from sipec.video import Frame, FrameReader
 
 log = logging.getLogger("sipec.pipeline")
 

@@ -7,7 +7,7 @@ on mask IoU (pairs below `--iou` 0.5 do not match). Then:
 
 - segnet: mask AP@0.5 and AP@[.5:.95] by pycocotools' COCOeval (result rows as scored detections),
   precision and recall of the rows at IoU 0.5, mean IoU of the matches;
-- tracker: CLEAR MOT and IDF1 of the track ids (services.tracker.mot), ground-truth tracks being the
+- tracker: CLEAR MOT and IDF1 of the track ids (sipec.mot), ground-truth tracks being the
   animals' identities; a row without a track (id 0) counts as a one-frame track of its own, linked to nothing, and
   `hyp_tracks` counts the track ids only (`untracked_rows` the others);
 - idnet: accuracy of the identity name of every matched row (rows without an identity count as wrong),
@@ -40,8 +40,8 @@ def score_analysis(results: Path, synth: Path, frames: tuple[int, int | None] = 
     from pycocotools import mask as mask_utils
     from scipy.optimize import linear_sum_assignment
 
-    from services.tracker.detections import Detection
-    from services.tracker.mot import MotAccumulator
+    from sipec.geometry import Region
+    from sipec.mot import MotAccumulator
     from sipec.synth.reader import SynthDataset
 
     path = results / "results.parquet" if results.is_dir() else results
@@ -97,12 +97,11 @@ def score_analysis(results: Path, synth: Path, frames: tuple[int, int | None] = 
             pairs = [(g, h) for g, h in zip(gi, hi, strict=True) if iou[g, h] >= iou_threshold]
             ious += [float(iou[g, h]) for g, h in pairs]
 
-            def det(rle: dict, box: tuple[float, ...], com: tuple[float, float]) -> Detection:
-                return Detection(0, tuple(float(v) for v in box), com, float(mask_utils.area(rle)), rle)
+            def det(rle: dict, box: tuple[float, ...]) -> Region:
+                return Region(tuple(float(v) for v in box), rle)
 
-            gt_dets = [(g.identity, det(rle, g.box, g.com)) for g, rle in zip(gts, gt_rles, strict=True)]
-            hyp_dets = [det(rle, (r["x1"], r["y1"], r["x2"], r["y2"]), (r["com_x"], r["com_y"]))
-                        for r, rle in zip(rows, hyp_rles, strict=True)]
+            gt_dets = [(g.identity, det(rle, g.box)) for g, rle in zip(gts, gt_rles, strict=True)]
+            hyp_dets = [det(rle, (r["x1"], r["y1"], r["x2"], r["y2"])) for r, rle in zip(rows, hyp_rles, strict=True)]
             hyps = []
             for r, d in zip(rows, hyp_dets, strict=True):
                 if int(r["track_id"] or 0) > 0:

@@ -25,10 +25,10 @@ import grpc
 
 from orchestrator.config import PipelineConfig
 from orchestrator.pipeline import FrameState, ModuleSet, VideoPipeline
-from orchestrator.video import Frame
 from sipec.api.convert import ConversionError, image_from_proto, item_error
 from sipec.serving.errors import Unavailable, grpc_errors
 from sipec.v1 import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc, tracker_pb2
+from sipec.video import Frame
 
 _END = object()
 RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)   # waits between attempts to reach the modules (then 30 s each)

@@ -157,8 +157,8 @@ def render_annotated_video(video: Path, table: pa.Table, path: Path, keypoint_na
     run's video identical to an uninterrupted one's. `frames`: how many frames were analysed (all of them are
     drawn, with or without animals); by default up to the last frame with a result.
     """
-    from orchestrator.video import FrameReader
     from sipec.synth.video import Mp4Writer
+    from sipec.video import FrameReader
 
     by_frame: dict[int, list[dict[str, Any]]] = {}
     for row in table.to_pylist():

@@ -474,7 +474,7 @@ def check_endpoints(objects: list[dict[str, Any]]) -> list[str]:
         text = cm.get("data", {}).get("endpoints.yaml")
         if text is None:
             continue
-        from orchestrator.clients import SERVICES
+        from sipec.serving.stubs import SERVICES
 
         endpoints = yaml.safe_load(text)
         if set(endpoints) != set(SERVICES):

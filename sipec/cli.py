@@ -22,6 +22,11 @@ COMMANDS: tuple[str, ...] = (
     "sipec.label.cli",
 )
 
+# `sipec evaluate` commands that are not one module's: module path of each `register_evaluate(subparsers)`
+# (`sipec evaluate analysis`, a whole `sipec analyze` result against synth truth). This file is the composition
+# root: it names the other layers by module path, so that nothing in sipec/ imports them.
+EVALUATE_EXTRAS: tuple[str, ...] = ("orchestrator.score",)
+
 # The modules. Each one that exists as services/<name>/cli.py adds itself to `sipec train`,
 # `sipec evaluate` and `sipec serve` through its optional functions register_train(sub),
 # register_evaluate(sub) and register_serve(sub); a module not built yet simply has no subcommand.

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -69,6 +71,38 @@ def mask_iou_matrix(masks_a: Sequence[dict], masks_b: Sequence[dict]) -> np.ndar
     a = [_bytes_rle(r) for r in masks_a]
     b = [_bytes_rle(r) for r in masks_b]
     return np.asarray(mask_utils.iou(a, b, [0] * len(b)), dtype=np.float64).reshape(len(a), len(b))
+
+
+class HasRegion(Protocol):
+    """An instance's box and, when known, its mask as a COCO RLE (the tracker's Detection, a `Region`)."""
+
+    box: Box
+    rle: dict | None
+
+
+@dataclass(frozen=True)
+class Region:
+    """A box and an optional RLE mask: the least an instance needs for `region_iou_matrix`."""
+
+    box: Box
+    rle: dict | None = None
+
+
+def region_iou_matrix(a: Sequence[HasRegion], b: Sequence[HasRegion]) -> np.ndarray:
+    """(len(a), len(b)) IoU: true mask IoU (pycocotools) where both have masks, box IoU for the other pairs."""
+    out = np.zeros((len(a), len(b)), dtype=np.float64)
+    if not a or not b:
+        return out
+    am = [i for i, r in enumerate(a) if r.rle is not None]
+    bm = [j for j, r in enumerate(b) if r.rle is not None]
+    if am and bm:
+        out[np.ix_(am, bm)] = mask_iou_matrix([a[i].rle for i in am], [b[j].rle for j in bm])
+    am_set, bm_set = set(am), set(bm)
+    for i, ra in enumerate(a):
+        for j, rb in enumerate(b):
+            if i not in am_set or j not in bm_set:
+                out[i, j] = box_iou(ra.box, rb.box)
+    return out
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from sipec.cli import module_clis
+    from sipec.cli import EVALUATE_EXTRAS, module_clis
 
     clis = [c for c in module_clis() if hasattr(c, "register_train") or hasattr(c, "register_evaluate")]
     if not clis:
@@ -26,6 +27,5 @@ def register(sub: argparse._SubParsersAction) -> None:
             cli.register_train(train_sub)
         if hasattr(cli, "register_evaluate"):
             cli.register_evaluate(eval_sub)
-    from orchestrator.score import register_evaluate as register_analysis
-
-    register_analysis(eval_sub)   # `sipec evaluate analysis`: a whole `sipec analyze` result against synth truth
+    for path in EVALUATE_EXTRAS:
+        importlib.import_module(path).register_evaluate(eval_sub)

@@ -1,7 +1,7 @@
 """Which instance continues which track: true mask IoU, then a one-to-one assignment.
 
-`iou_matrix` compares instances with the last appearance of each candidate track: the true mask IoU
-(pycocotools, on the RLEs) where both have a mask, box IoU otherwise. Two assignments:
+`sipec.geometry.region_iou_matrix` compares instances with the last appearance of each candidate track: the
+true mask IoU (pycocotools, on the RLEs) where both have a mask, box IoU otherwise. Two assignments:
 
 - `greedy_assignment` (the SIPEC paper): every instance goes to the track it overlaps most, done
   one-to-one -- all (instance, track) pairs in decreasing IoU, a pair taken when neither is taken yet
@@ -18,26 +18,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-from services.tracker.detections import Detection
-from sipec.geometry import box_iou, mask_iou_matrix
-
-
-def iou_matrix(dets: Sequence[Detection], refs: Sequence[Detection]) -> np.ndarray:
-    """(len(dets), len(refs)) IoU: mask IoU where both have masks, box IoU for the other pairs."""
-    out = np.zeros((len(dets), len(refs)), dtype=np.float64)
-    if not dets or not refs:
-        return out
-    dm = [i for i, d in enumerate(dets) if d.rle is not None]
-    rm = [j for j, r in enumerate(refs) if r.rle is not None]
-    if dm and rm:
-        out[np.ix_(dm, rm)] = mask_iou_matrix([dets[i].rle for i in dm], [refs[j].rle for j in rm])
-    dm_set, rm_set = set(dm), set(rm)
-    for i, d in enumerate(dets):
-        for j, r in enumerate(refs):
-            if i not in dm_set or j not in rm_set:
-                out[i, j] = box_iou(d.box, r.box)
-    return out
 
 
 def greedy_assignment(iou: np.ndarray, min_iou: float, recency: np.ndarray | None = None) -> list[tuple[int, int]]:

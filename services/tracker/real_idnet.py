@@ -48,21 +48,20 @@ class IdNetModel:
 
 def open_idnet(repo: str | Path, model_name: str) -> IdNetModel:
     """The servicer of `sipec serve idnet` on `repo`/`model_name`; ValueError naming the path otherwise."""
-    from orchestrator.clients import in_process_stub
-    from services.idnet.service import create_servicer
     from sipec.serving.errors import ServingError
+    from sipec.serving.stubs import open_in_process
 
     repo = Path(repo)
     if not repo.is_dir():
         raise ValueError(f"{repo}: model repository not found (a folder of MODEL/VERSION/saved_model.pb, "
                          "as `sipec train idnet --out` writes it)")
-    servicer = create_servicer(repo, model_name)
+    servicer, stub = open_in_process("idnet", repo, model_name)
     try:
         served = servicer.served()
     except ServingError as exc:
         servicer.close()
         raise ValueError(f"{repo}: no usable IdNet model {model_name!r}: {exc}") from None
-    return IdNetModel(repo, model_name, servicer, in_process_stub("idnet", servicer), served.names, served.t,
+    return IdNetModel(repo, model_name, servicer, stub, served.names, served.t,
                       served.settings.crop_px, served.version)
 
 
@@ -195,7 +194,7 @@ def argmax_accuracy(gt: GroundTruth, tracked: Sequence[TrackedInstance], idnet: 
     IdNet probabilities (no smoothing, no one-identity-per-frame assignment) have their top class right."""
     from scipy.optimize import linear_sum_assignment
 
-    from services.tracker.matching import iou_matrix
+    from sipec.geometry import region_iou_matrix
 
     by_frame: dict[int, list[TrackedInstance]] = defaultdict(list)
     for t in tracked:
@@ -206,7 +205,7 @@ def argmax_accuracy(gt: GroundTruth, tracked: Sequence[TrackedInstance], idnet: 
         hyp = [t for t in by_frame.get(fr.frame, []) if (fr.frame, t.track_id) in idnet.probabilities]
         if not fr.objects or not hyp:
             continue
-        iou = iou_matrix([d for _, d in fr.objects], [t.detection for t in hyp])
+        iou = region_iou_matrix([d for _, d in fr.objects], [t.detection for t in hyp])
         for r, c in zip(*linear_sum_assignment(-iou), strict=True):
             p = idnet.probabilities[(fr.frame, hyp[c].track_id)]
             hits += int(iou[r, c] >= iou_threshold and idnet.names[int(np.argmax(p))] == fr.identities[r])

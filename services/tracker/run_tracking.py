@@ -17,11 +17,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from services.tracker.data import GroundTruth, TrackedInstance
-from services.tracker.matching import iou_matrix
-from services.tracker.mot import MotAccumulator, MotResult
 from services.tracker.options import TrackerLimits, TrackerOptions
 from services.tracker.simulated_idnet import SimulatedIdNet
 from services.tracker.tracker import StreamTracker
+from sipec.geometry import region_iou_matrix
+from sipec.mot import MotAccumulator, MotResult
 
 
 def track_ground_truth(gt: GroundTruth, options: TrackerOptions, idnet: SimulatedIdNet | None = None,
@@ -76,6 +76,6 @@ def _identity_hits(objects, names: list[str], named: list[TrackedInstance], thr:
 
     if not objects or not named:
         return 0
-    iou = iou_matrix([d for _, d in objects], [t.detection for t in named])
+    iou = region_iou_matrix([d for _, d in objects], [t.detection for t in named])
     rows, cols = linear_sum_assignment(-iou)
     return sum(1 for r, c in zip(rows, cols, strict=True) if iou[r, c] >= thr and named[c].identity == names[r])

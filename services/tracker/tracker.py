@@ -38,10 +38,10 @@ import numpy as np
 from services.tracker.detections import Detection
 from services.tracker.identity import IdentityAssignment, IdentitySmoother, assign_identities, check_probabilities
 from services.tracker.interactions import InteractionEvent, find_interactions
-from services.tracker.matching import assign, distance_assignment, iou_matrix
+from services.tracker.matching import assign, distance_assignment
 from services.tracker.motion import CentreFilter
 from services.tracker.options import TrackerLimits, TrackerOptions
-from sipec.geometry import animals_apart, box_iou, decode_rle
+from sipec.geometry import animals_apart, box_iou, decode_rle, region_iou_matrix
 from sipec.serving.errors import InvalidInput, TooLarge
 
 GATE_BODY = 1.0            # distance gate (motion: kalman, max_distance 0): this many body lengths, plus ...
@@ -266,7 +266,7 @@ class StreamTracker:
         opts = self.options
         kalman = opts.motion == "kalman"
         out: dict[int, int] = {}
-        iou = iou_matrix([dets[i] for i in rows], [live[t].last for t in cand])
+        iou = region_iou_matrix([dets[i] for i in rows], [live[t].last for t in cand])
         if kalman and iou.size:   # 1. for a track predicted to have moved: overlap with its box moved there too
             for c, t in enumerate(cand):
                 track, centre = live[t], live[t].predicted(frame)

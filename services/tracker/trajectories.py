@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from services.tracker.mot import MotAccumulator
+from sipec.mot import MotAccumulator
 
 Point = tuple[float, float]
 

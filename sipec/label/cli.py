@@ -48,10 +48,10 @@ def _names(text: str | None, flag: str) -> list[str] | None:
 
 def build_app(args: argparse.Namespace):
     """Check the arguments and open the session; CliError naming the file or flag when something is wrong."""
-    from orchestrator.video import VideoError, probe
     from sipec.cli import CliError
     from sipec.label.results import RESULTS_FILE, Results
     from sipec.label.server import LabelApp, page
+    from sipec.video import VideoError, probe
 
     try:
         page()

@@ -503,7 +503,6 @@ VARIANTS = _variants()
 def stubs(tmp_path_factory):
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-    from orchestrator.clients import in_process_stub
     from orchestrator.config import PipelineConfig
     from orchestrator.pipeline import ModuleSet
     from orchestrator.service import PipelineService
@@ -516,6 +515,7 @@ def stubs(tmp_path_factory):
     from sipec.serving.client import make_channel
     from sipec.serving.model_server import ModelServer
     from sipec.serving.runtime import ServerConfig, ServiceRuntime
+    from sipec.serving.stubs import in_process_stub
     from sipec.v1 import (
         behavenet_pb2_grpc,
         idnet_pb2_grpc,

@@ -14,7 +14,7 @@ import pytest
 from orchestrator.config import ConfigError, load_config, parse_config
 from orchestrator.results import ResultsWriter
 from orchestrator.streams import BidiStream, StreamFailed
-from orchestrator.video import FrameReader, VideoError, find_videos, probe
+from sipec.video import FrameReader, VideoError, find_videos, probe
 
 
 @pytest.fixture(scope="module")

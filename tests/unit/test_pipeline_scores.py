@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from orchestrator.clients import in_process_stub
 from orchestrator.pipeline import ModuleSet, PipelineOptions, VideoPipeline
-from orchestrator.video import Frame
 from services.tracker.service import TrackerService
 from sipec.api.convert import InstanceData, instance_to_proto
 from sipec.serving.backends import LocalBackend
+from sipec.serving.stubs import in_process_stub
 from sipec.v1 import common_pb2, segnet_pb2
+from sipec.video import Frame
 
 FRAMES = 12
 DIP = range(5, 8)          # the animal's score drops in these frames (e.g. partly hidden)

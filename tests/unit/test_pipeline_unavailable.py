@@ -15,9 +15,9 @@ import pytest
 
 from orchestrator.analyze import unavailable
 from orchestrator.pipeline import ModuleSet, ModuleUnavailable, PipelineOptions, VideoPipeline
-from orchestrator.video import Frame
 from sipec.api.convert import item_error
 from sipec.v1 import common_pb2, posenet_pb2, segnet_pb2
+from sipec.video import Frame
 
 FRAMES = 40
 

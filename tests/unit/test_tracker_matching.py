@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from services.tracker.detections import detection_from_box, detection_from_rle
-from services.tracker.matching import greedy_assignment, hungarian_assignment, iou_matrix
+from services.tracker.matching import greedy_assignment, hungarian_assignment
 from services.tracker.options import TrackerLimits, TrackerOptions, resolve_options
 from services.tracker.tracker import StreamTracker
-from sipec.geometry import encode_rle
+from sipec.geometry import encode_rle, region_iou_matrix
 from sipec.serving.errors import InvalidInput, TooLarge
 
 H, W = 120, 200
@@ -85,9 +85,9 @@ def test_greedy_vs_hungarian_on_a_crafted_iou_matrix():
 
 def test_iou_is_the_true_mask_iou_and_box_iou_without_masks():
     a, b = rect(10, 10, 20, 10), rect(20, 10, 20, 10)
-    iou = iou_matrix(dets(a), dets(b))
+    iou = region_iou_matrix(dets(a), dets(b))
     assert iou[0, 0] == pytest.approx(100 / 300)
-    boxes = iou_matrix([detection_from_box(0, (10, 10, 30, 20))], [detection_from_box(0, (20, 10, 40, 20))])
+    boxes = region_iou_matrix([detection_from_box(0, (10, 10, 30, 20))], [detection_from_box(0, (20, 10, 40, 20))])
     assert boxes[0, 0] == pytest.approx(100 / 300)
 
 

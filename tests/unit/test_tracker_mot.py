@@ -20,7 +20,7 @@ from __future__ import annotations
 import pytest
 
 from services.tracker.detections import detection_from_box
-from services.tracker.mot import MotAccumulator
+from sipec.mot import MotAccumulator
 
 LEFT, RIGHT, FAR = (0, 0, 10, 10), (50, 0, 60, 10), (100, 100, 110, 110)
 

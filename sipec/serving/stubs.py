@@ -1,9 +1,11 @@
-"""Module clients: the same stub interface over gRPC or in-process.
+"""Module stubs: the same stub interface over gRPC or in-process.
 
-The orchestrator only speaks the contract (protos/sipec/v1). A module is reached either through its
-generated gRPC stub (a service on localhost or in a cluster), or in-process through `InProcessStub`, which
-calls the very servicer object a `sipec serve <module>` process would run, with the same request and
-response messages. The two paths therefore give the same results by construction; only transport differs.
+A caller (the orchestrator, `sipec evaluate tracker --idnet-repo`) only speaks the contract (protos/sipec/v1).
+A module is reached either through its generated gRPC stub (a service on localhost or in a cluster), or
+in-process through `InProcessStub`, which calls the very servicer object a `sipec serve <module>` process would
+run, with the same request and response messages. The two paths therefore give the same results by
+construction; only transport differs. `open_in_process` finds a module's servicer by name
+(`services.<module>.service.create_servicer`), as `sipec.cli` finds its commands: nothing imports a module.
 """
 
 from __future__ import annotations
@@ -147,3 +149,16 @@ def grpc_stub(module: str, address: str, tls: ClientTLS | None = None, token: st
 
 def in_process_stub(module: str, servicer: Any) -> InProcessStub:
     return InProcessStub(servicer, descriptor(module))
+
+
+def open_in_process(module: str, model_repo: Any, *args: Any, **kwargs: Any) -> tuple[Any, InProcessStub]:
+    """(servicer, stub) of `module` serving `model_repo` in this process: the servicer `sipec serve <module>`
+    would run (`services.<module>.service.create_servicer(model_repo, *args, **kwargs)`). Close the servicer when
+    done. ModuleNotFoundError when the module is not built in this installation."""
+    import importlib
+
+    if module not in SERVICES:
+        raise ValueError(f"unknown module {module!r} (one of {', '.join(SERVICES)})")
+    service = importlib.import_module(f"services.{module}.service")
+    servicer = service.create_servicer(model_repo, *args, **kwargs)
+    return servicer, in_process_stub(module, servicer)

@@ -27,8 +27,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from services.tracker.detections import Detection
-from services.tracker.matching import iou_matrix
+from sipec.geometry import HasRegion, region_iou_matrix
 
 
 @dataclass(frozen=True)
@@ -70,9 +69,9 @@ class MotAccumulator:
         self.matches = self.misses = self.false_positives = self.switches = 0
         self.iou_sum = 0.0
 
-    def update(self, gt: Sequence[tuple[Hashable, Detection]], hyp: Sequence[tuple[Hashable, Detection]]) -> None:
+    def update(self, gt: Sequence[tuple[Hashable, HasRegion]], hyp: Sequence[tuple[Hashable, HasRegion]]) -> None:
         """One frame: (object id, detection) of the ground truth and of the hypotheses, matched by IoU."""
-        iou = iou_matrix([d for _, d in gt], [d for _, d in hyp])
+        iou = region_iou_matrix([d for _, d in gt], [d for _, d in hyp])
         self._update([g for g, _ in gt], [h for h, _ in hyp], iou, iou >= self.iou_threshold)
 
     def update_points(self, gt: Sequence[tuple[Hashable, tuple[float, float]]],
