@@ -22,7 +22,8 @@ import numpy as np
 
 from sipec.serving.streams import put_until
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm")  # the one list of the project
+FALLBACK_FPS = 25.0  # a video whose header gives no frame rate is taken as this (PAL, as most lab cameras)
 
 
 class VideoError(Exception):
@@ -65,7 +66,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             raise VideoError(f"{p}: opens but no frame can be decoded (corrupt or truncated)")
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        return VideoInfo(p, max(frames, 0), fps if fps > 0 else 25.0, first.shape[1], first.shape[0])
+        return VideoInfo(p, max(frames, 0), fps if fps > 0 else FALLBACK_FPS, first.shape[1], first.shape[0])
     finally:
         cap.release()
 

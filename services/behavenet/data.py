@@ -43,8 +43,8 @@ from services.behavenet.crops import (
 )
 from sipec.data.labels import read_behaviour_csv
 from sipec.geometry import crop_around
+from sipec.video import FALLBACK_FPS, VIDEO_SUFFIXES
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 NONE_CLASS = "none"
 INDIVIDUAL = "individual"
 PAIR = "pair"
@@ -103,7 +103,7 @@ def open_labelled_video(folder: str | os.PathLike, via_attribute: str | None = N
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
         raise ValueError(f"{video}: cannot open the video")
-    fps = float(cap.get(cv2.CAP_PROP_FPS)) or 30.0
+    fps = float(cap.get(cv2.CAP_PROP_FPS)) or FALLBACK_FPS
     num_frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     cap.release()
     csv = folder / "behaviour.csv"

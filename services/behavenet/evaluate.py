@@ -26,6 +26,7 @@ import numpy as np
 
 from services.behavenet.data import INDIVIDUAL, NONE_CLASS, PAIR, CropSet
 from sipec import metrics
+from sipec.video import FALLBACK_FPS
 
 CHANCE_REPEATS = 20
 
@@ -145,7 +146,7 @@ def evaluate_predictions(data: CropSet, probabilities: dict[str, np.ndarray], so
     behaviours = data.behaviours
     num_classes = len(behaviours)
     social_idx = [behaviours.index(s) for s in social if s in behaviours]
-    fps = float(np.median(list(data.fps.values()))) if data.fps else 30.0
+    fps = float(np.median(list(data.fps.values()))) if data.fps else FALLBACK_FPS
     bin_frames = max(1, int(round(bin_seconds * fps)))
     ind_rows, pair_rows = data.rows(INDIVIDUAL), data.rows(PAIR)
     ind_seqs = _sequences_of(data, INDIVIDUAL)

@@ -21,8 +21,7 @@ import numpy as np
 
 from sipec.data.coco import CocoInstances, annotation_mask, read_coco_instances
 from sipec.geometry import encode_rle
-
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
+from sipec.video import VIDEO_SUFFIXES
 
 
 @dataclass

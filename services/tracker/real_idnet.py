@@ -25,6 +25,7 @@ from services.tracker.data import GroundTruth, TrackedInstance
 from services.tracker.options import TrackerLimits, TrackerOptions
 from services.tracker.tracker import StreamTracker
 from sipec.data.frames import read_frames
+from sipec.video import VIDEO_SUFFIXES
 
 log = logging.getLogger("sipec.tracker")
 
@@ -94,7 +95,7 @@ def frame_images(gt_path: str | Path, frames: Sequence[int]) -> Iterator[tuple[i
     if missing:
         raise ValueError(f"{ann}: no image for frame(s) {missing[:5]}")
     files = {str(by_frame[f].get("video") or by_frame[f].get("file_name") or "") for f in wanted}
-    if len(files) == 1 and Path(next(iter(files))).suffix.lower() in (".mp4", ".avi", ".mov", ".mkv"):
+    if len(files) == 1 and Path(next(iter(files))).suffix.lower() in VIDEO_SUFFIXES:
         yield from read_frames(ann.parent / next(iter(files)), wanted, what="the ground truth")
         return
     for f in wanted:
