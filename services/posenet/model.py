@@ -25,8 +25,12 @@ INPUT_NAME = "crop"
 OUTPUT_NAME = "heatmaps"
 
 
-def _small_backbone(x: Any, width: int) -> Any:
-    """A small ResNet (stride 16): stem conv + 4 stages of one residual block each, BN + ReLU."""
+SMALL_STRIDES = (16, 32)
+
+
+def _small_backbone(x: Any, width: int, stride: int = 16) -> Any:
+    """A small ResNet: stem conv + 4 stages of one residual block each, BN + ReLU (stride 16); stride 32 adds a
+    fifth stage of 8 x width channels (the receptive field about doubles, for larger inputs)."""
     from keras import layers
 
     def block(x: Any, filters: int, stride: int, name: str) -> Any:
@@ -44,21 +48,23 @@ def _small_backbone(x: Any, width: int) -> Any:
     x = layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
     x = layers.BatchNormalization(name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
-    for i, (mult, stride) in enumerate([(1, 1), (2, 2), (4, 2), (8, 2)]):
-        x = block(x, width * mult, stride, f"stage{i + 1}")
+    stages = [(1, 1), (2, 2), (4, 2), (8, 2)] + ([(8, 2)] if stride == 32 else [])
+    for i, (mult, s) in enumerate(stages):
+        x = block(x, width * mult, s, f"stage{i + 1}")
     return x
 
 
 def build_posenet(num_keypoints: int, input_size: int = 128, backbone: str = "small",
                   weights: str | None = None, head_filters: int | None = None, small_width: int = 32,
-                  heatmap_activation: str | None = None) -> Any:
+                  heatmap_activation: str | None = None, small_stride: int = 16) -> Any:
     """Build the encoder-decoder. ``weights``: None, 'imagenet' (resnet50/efficientnetb0 only) or a
     .weights.h5 file of this same architecture (loaded after building).
 
     The head is Simple Baselines': (backbone stride / 4) x [4x4 transposed conv stride 2 + BN + ReLU],
     then a 1x1 conv to K heatmaps. ``head_filters`` defaults to 256 (the paper) for the big backbones
     and 4 * small_width for ``small``. ``heatmap_activation`` "sigmoid" keeps the heatmaps in [0, 1] (for the
-    cross-entropy loss); None leaves them linear (the MSE loss).
+    cross-entropy loss); None leaves them linear (the MSE loss). ``small_stride`` (16 or 32) is the small
+    backbone's output stride; the head always ends at stride 4.
     """
     import keras
     from keras import layers
@@ -69,6 +75,8 @@ def build_posenet(num_keypoints: int, input_size: int = 128, backbone: str = "sm
         raise ValueError(f"input size must be a multiple of 32, not {input_size}")
     if num_keypoints < 1:
         raise ValueError("num_keypoints must be at least 1")
+    if small_stride not in SMALL_STRIDES:
+        raise ValueError(f"small backbone stride must be 16 or 32, not {small_stride}")
     inp = keras.Input((input_size, input_size, 3), dtype="uint8", name=INPUT_NAME)
     x = layers.Lambda(lambda t: keras.ops.cast(t, "float32"), name="to_float")(inp)
     imagenet = weights == "imagenet"
@@ -76,8 +84,8 @@ def build_posenet(num_keypoints: int, input_size: int = 128, backbone: str = "sm
         if imagenet:
             raise ValueError("--weights imagenet needs backbone resnet50 or efficientnetb0 (small has none)")
         x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(x)
-        feats = _small_backbone(x, small_width)
-        stride = 16
+        feats = _small_backbone(x, small_width, small_stride)
+        stride = small_stride
         head_filters = head_filters or 4 * small_width
     elif backbone == "resnet50":
         x = layers.Lambda(keras.applications.resnet50.preprocess_input, name="preprocess")(x)

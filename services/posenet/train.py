@@ -62,6 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backbone", default="small", choices=BACKBONES,
                    help="small (residual CNN for CPUs, default) or the paper's ResNet-50 / EfficientNet-B0 (GPUs)")
     g.add_argument("--width", type=int, default=32, help="channels of the small backbone's first stage (default 32)")
+    g.add_argument("--stride", choices=("16", "32", "auto"), default="16",
+                   help="output stride of the small backbone: 16 (4 stages, default), 32 (a fifth stage: about twice "
+                        "the receptive field), or auto: 32 above 192 px input")
     g.add_argument("--input-size", type=_input_size, default=DEFAULT_INPUT,
                    help=f"network input side in pixels, a multiple of 32 (default {DEFAULT_INPUT}), or auto: from the "
                         "crop side and the keypoints' spacing, 128 to 256, printed with the reason (measured no "
@@ -109,13 +112,22 @@ def make_augment(args: argparse.Namespace, keypoint_names: list[str]) -> tuple[A
     return Augment(rotation_deg=args.rotation, flip_pairs=tuple(pairs) if flip else None), pairs
 
 
+def small_stride(args: argparse.Namespace) -> int:
+    """The small backbone's output stride the flags ask for (auto: 32 above 192 px input, where 16 would leave
+    a receptive field of a smaller part of the crop than at 128 px)."""
+    if args.stride == "auto":
+        return 32 if args.input_size > 192 else 16
+    return int(args.stride)
+
+
 def train_model(num_keypoints: int, samples: list[PoseSample], args: argparse.Namespace, weights: str | None,
                 augment: Augment | None) -> tuple[Any, Any]:
     """Build and fit on cut samples; returns (model, history)."""
     import keras
 
     model = build_posenet(num_keypoints, args.input_size, args.backbone, weights, small_width=args.width,
-                          heatmap_activation="sigmoid" if args.loss == "bce" else None)
+                          heatmap_activation="sigmoid" if args.loss == "bce" else None,
+                          small_stride=small_stride(args))
     ds = make_dataset(samples, args.input_size, OUTPUT_STRIDE, args.batch_size, args.sigma, augment, args.seed)
     steps = max(1, args.epochs * len(ds))
     lr = keras.optimizers.schedules.CosineDecay(args.lr, steps, alpha=0.01)
@@ -170,7 +182,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise CliError(f"{args.data}: {len(samples)} training animals, fewer than --batch-size {args.batch_size}")
     seed_everything(args.seed)
     scale = "whole image, per-image scale" if spec.center == "frame" else f"{side:g} px -> {args.input_size} px"
-    print(f"posenet: input {args.input_size} px ({input_why})", flush=True)
+    print(f"posenet: input {args.input_size} px ({input_why})"
+          + (f", small backbone stride {small_stride(args)}" if args.backbone == "small" else ""), flush=True)
     print(f"posenet: {len(train_idx)} training / {len(test_idx)} test animals from {args.data} ({labels.format}, "
           f"keypoints {', '.join(labels.keypoint_names)}); crops centred on {spec.center}, {scale}; "
           f"mirror pairs {pairs if augment and augment.flip_pairs else 'off'}", flush=True)
@@ -178,6 +191,7 @@ def run_train(args: argparse.Namespace) -> int:
     split = {"mode": args.split, "test_fraction": args.test_fraction, "seed": split_seed}
     meta = {
         "module": "posenet", "architecture": f"simple-baselines/{args.backbone}",
+        **({"backbone_stride": small_stride(args)} if args.backbone == "small" else {}),
         "input": {"height": args.input_size, "width": args.input_size, "channels": 3},
         "keypoint_names": labels.keypoint_names, "output_stride": OUTPUT_STRIDE, "sigma": args.sigma,
         "loss": {"name": {"mse": "masked heatmap MSE", "bce": "masked heatmap binary cross-entropy (sigmoid "

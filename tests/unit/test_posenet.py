@@ -402,6 +402,11 @@ def test_model_shapes_and_backbones():
     m = build_posenet(5, 64, "small", small_width=8)
     out = m(np.zeros((2, 64, 64, 3), np.uint8))["heatmaps"]
     assert tuple(out.shape) == (2, 16, 16, 5)
+    deep = build_posenet(5, 64, "small", small_width=8, small_stride=32)   # a fifth stage, a third deconvolution
+    assert tuple(deep.outputs[0].shape) == (None, 16, 16, 5) and deep.count_params() > m.count_params()
+    assert "stage5_c1" in {layer.name for layer in deep.layers} and "deconv3" in {layer.name for layer in deep.layers}
+    with pytest.raises(ValueError, match="stride"):
+        build_posenet(5, 64, "small", small_stride=8)
     big = build_posenet(3, 64, "resnet50")          # the paper's backbone, random init (no download)
     assert tuple(big.outputs[0].shape) == (None, 16, 16, 3)
     with pytest.raises(ValueError, match="imagenet"):
