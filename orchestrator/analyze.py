@@ -24,10 +24,12 @@ from typing import Any
 import numpy as np
 
 from orchestrator.config import PipelineConfig
+from orchestrator.modules import Connector
 from orchestrator.pipeline import FrameState, ModuleSet, VideoPipeline
 from orchestrator.results import PROGRESS, ResumeMismatch
 from orchestrator.sinks import ResultsSink, render_annotated_video, write_pose_files
 from sipec.data.atomic import write_text_atomic
+from sipec.serving.sites import EndpointsError
 from sipec.video import FrameReader, VideoError, probe, video_fingerprint
 
 log = logging.getLogger("sipec.analyze")
@@ -77,7 +79,10 @@ def output_names(videos: list[Path], by: str = "stem") -> dict[Path, str]:
 
 
 def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineConfig, resume: bool = False,
-                  progress: Callable[[int, int], None] | None = None, name: str | None = None) -> VideoOutcome:
+                  progress: Callable[[int, int], None] | None = None, name: str | None = None,
+                  sites: list[dict[str, Any]] | None = None) -> VideoOutcome:
+    """One video into `out`/`name`. `sites` (modules from an endpoints file): the list of which site served each
+    module from which frame, this attempt appended to it, written to summary.json."""
     folder = out / (name or output_names([video])[video])
     outcome = VideoOutcome(video, folder, ok=False)
     t0 = time.time()
@@ -103,6 +108,8 @@ def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineCo
         outcome.error, outcome.bad_input = str(exc), True
         return outcome
     start = sink.writer.next_frame
+    if sites is not None and modules.served_by:
+        sites.append({"from_frame": start, "modules": dict(modules.served_by)})
     decode_error: VideoError | None = None
     if not sink.writer.finished:
         pipeline = VideoPipeline(modules, config.pipeline_options())
@@ -162,6 +169,7 @@ def analyze_video(video: Path, out: Path, modules: ModuleSet, config: PipelineCo
         **track_summary(brief, int(config.tracker.get("animals") or 0)),
         **({"untracked_instances": _untracked(brief)} if "tracker" in modules.stubs else {}),
         "determined_by": determined_by(modules, config),
+        **({"sites": sites} if sites else {}),
     }
     if behaviours:
         summary["behaviour_frames"] = _counts(brief, "behaviour")
@@ -332,24 +340,40 @@ def _reports(table: Any, folder: Path, behaviours: list[str], info: Any, config:
     return files
 
 
-def analyze(videos: list[Path], out: Path, modules: ModuleSet, config: PipelineConfig, resume: bool = False,
+def analyze(videos: list[Path], out: Path, connector: Connector, config: PipelineConfig, resume: bool = False,
             progress_factory: Callable[[Path, int], Any] | None = None, folder_names: str = "stem"
             ) -> list[VideoOutcome]:
-    """Every video in turn; one failing never stops the others."""
+    """Every video in turn; one failing never stops the others. A module found unavailable mid-video moves to
+    the next site that has it (several sites in the endpoints file) and the video continues from its last
+    completed frame at once; with no other site, the same services are retried with backoff (`config.retries`)."""
     outcomes = []
     names = output_names(videos, folder_names)
     for video in videos:
         bar = progress_factory(video, 0) if progress_factory else None
         attempt = 0
+        sites: list[dict[str, Any]] = []
+        modules: ModuleSet | None = None
         while True:
             try:
-                outcome = analyze_video(video, out, modules, config, resume or attempt > 0,
+                modules = connector.for_video(names[video])
+                outcome = analyze_video(video, out, modules, config, resume or attempt > 0 or bool(sites),
                                         progress=(lambda i, n, bar=bar: bar(i, n)) if bar else None,
-                                        name=names[video])
+                                        name=names[video], sites=sites)
                 outcome.retries = attempt
                 break
             except Exception as exc:  # noqa: BLE001 - reported per video; the call goes on with the next one
-                if unavailable(exc) and attempt < config.retries:
+                moved = connector.failed(modules) if modules is not None and unavailable(exc) else []
+                if moved:
+                    log.warning("a site stopped answering; the video continues at the next site from its last "
+                                "completed frame", extra={"video": str(video), "down": [f"{m}@{s}" for s, m in moved],
+                                                          "error": str(exc)})
+                    modules = None
+                    continue
+                no_site_left = isinstance(exc, EndpointsError) and connector.endpoints is not None \
+                    and connector.endpoints.multi_site
+                if no_site_left and attempt < config.retries:
+                    connector.revive()
+                if (unavailable(exc) or no_site_left) and attempt < config.retries:
                     delay = config.retry_backoff_s * 2 ** attempt
                     attempt += 1
                     log.warning("a module is unavailable; retrying the video from its last completed frame",

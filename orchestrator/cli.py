@@ -68,10 +68,10 @@ def _progress_factory(quiet: bool):
 
 
 def run_analyze(args: argparse.Namespace) -> int:
-    from orchestrator.analyze import analyze
+    from orchestrator.analyze import analyze, output_names
     from orchestrator.config import ConfigError, load_config
     from orchestrator.local import ENDPOINTS_FILE
-    from orchestrator.modules import ModuleSetupError, build_modules, read_endpoints
+    from orchestrator.modules import Connector, EndpointsError, ModuleSetupError, read_endpoints
     from sipec.cli import CliError
     from sipec.video import find_videos
 
@@ -91,22 +91,25 @@ def run_analyze(args: argparse.Namespace) -> int:
         path = args.state_dir / ENDPOINTS_FILE if args.services == "local" else Path(args.services)
         try:
             endpoints = read_endpoints(path)
-        except ModuleSetupError as exc:
+        except (ModuleSetupError, EndpointsError) as exc:
             raise CliError(str(exc)) from exc
     elif args.models is None:
         raise CliError("give --models REPO (in-process) or --services local|endpoints.yaml")
     elif not args.models.is_dir():
         raise CliError(f"--models: directory not found: {args.models}")
     try:
-        modules, servicers = build_modules(config.modules, args.models, endpoints)
-    except ModuleSetupError as exc:
+        connector = Connector(config.modules, args.models, endpoints)
+    except (ModuleSetupError, EndpointsError) as exc:
         raise CliError(str(exc)) from exc
     try:
-        outcomes = analyze(videos, args.out, modules, config, resume=args.resume,
+        try:   # modules that cannot be reached at all fail the command now, with the reason
+            connector.for_video(output_names(videos, args.folder_names)[videos[0]])
+        except (ModuleSetupError, EndpointsError) as exc:
+            raise CliError(str(exc)) from exc
+        outcomes = analyze(videos, args.out, connector, config, resume=args.resume,
                            progress_factory=_progress_factory(args.quiet), folder_names=args.folder_names)
     finally:
-        for s in servicers:
-            s.close()
+        connector.close()
     failed = [o for o in outcomes if not o.ok]
     for o in outcomes:
         if o.ok and o.already_finished:

@@ -1,10 +1,11 @@
 """Build the pipeline's module stubs: in-process from a model repository, or gRPC from an endpoints file.
 
 In-process, each module's servicer is made by `services.<module>.service.create_servicer(model_repo)`, the
-same class `sipec serve <module>` runs; over gRPC, `endpoints.yaml` maps module names to addresses
+same class `sipec serve <module>` runs; over gRPC, the endpoints file (`sipec.serving.sites`: one site as
+`sipec up` writes it, or several sites with their own tokens and certificates) says where each module runs
 (`host:port`, or `dns:///name.namespace.svc:port` for client-side round-robin over a headless Service).
 
-Services started with `--auth-token-file` want a bearer token: the endpoints file may name the token file
+Services started with `--auth-token-file` want a bearer token: each site may name its token file
 (`auth_token_file: PATH`, relative to the endpoints file), else env `SIPEC_AUTH_TOKEN_FILE` is used; the first
 token of the file is sent on every call (see `sipec.serving.auth`).
 """
@@ -14,68 +15,42 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from orchestrator.pipeline import ModuleSet
+from sipec.serving.sites import Endpoints, EndpointsError, read_endpoints
 from sipec.serving.stubs import grpc_stub, open_in_process
 
-AUTH_TOKEN_FILE_KEY = "auth_token_file"   # the one key of an endpoints file that is not a module
+__all__ = ["Connector", "EndpointsError", "ModuleSetupError", "build_modules", "read_endpoints"]
 
 
 class ModuleSetupError(Exception):
-    pass
+    """The pipeline's modules cannot be built or do not answer; the message says which and why (an endpoints
+    file that cannot be used raises EndpointsError)."""
 
 
-def read_endpoints(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        raise ModuleSetupError(f"{path}: endpoints file not found (start the services with `sipec up`, or "
-                               "write module: host:port lines)")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ModuleSetupError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise ModuleSetupError(f"{path}: expected lines of `module: host:port`")
-    token_file = data.get(AUTH_TOKEN_FILE_KEY)
-    if token_file and not Path(token_file).is_absolute():
-        data[AUTH_TOKEN_FILE_KEY] = str(path.parent / token_file)
-    return data
-
-
-def endpoints_token(endpoints: dict[str, str]) -> str | None:
-    """The bearer token for the services: first token of the endpoints' `auth_token_file`, else of
-    $SIPEC_AUTH_TOKEN_FILE, else None (no authentication)."""
-    from sipec.serving.auth import TokenFileError, client_token
-
-    try:
-        return client_token(token_file=endpoints.get(AUTH_TOKEN_FILE_KEY))
-    except TokenFileError as exc:
-        raise ModuleSetupError(str(exc)) from None
-
-
-def build_modules(modules: tuple[str, ...], model_repo: Path | None = None,
-                  endpoints: dict[str, str] | None = None) -> tuple[ModuleSet, list[Any]]:
-    """The ModuleSet, plus the in-process servicers to close when done."""
+def build_modules(modules: tuple[str, ...], model_repo: Path | None = None, endpoints: Endpoints | None = None,
+                  key: str = "") -> tuple[ModuleSet, list[Any]]:
+    """The ModuleSet, plus the in-process servicers to close when done. With endpoints, each module comes from
+    the site `Endpoints.assign` picks for the video `key`; `ModuleSet.served_by` names it."""
     stubs: dict[str, Any] = {}
     servicers: list[Any] = []
-    token = endpoints_token(endpoints) if endpoints is not None else None
+    served_by: dict[str, str] = {}
+    if endpoints is not None:
+        for name, site in endpoints.assign(modules, key).items():
+            stubs[name] = grpc_stub(name, site.modules[name], site.tls, token=site.token())
+            served_by[name] = site.name
+    elif model_repo is None:
+        raise ModuleSetupError("in-process analysis needs --models REPO")
     try:
-        for name in modules:
-            if endpoints is not None:
-                if name not in endpoints or name == AUTH_TOKEN_FILE_KEY:
-                    known = ", ".join(k for k in endpoints if k != AUTH_TOKEN_FILE_KEY)
-                    raise ModuleSetupError(f"no endpoint for module {name!r} (endpoints: {known})")
-                stubs[name] = grpc_stub(name, endpoints[name], token=token)
-                continue
-            if model_repo is None:
-                raise ModuleSetupError("in-process analysis needs --models REPO")
+        for name in modules if endpoints is None else ():
             try:
                 servicer, stubs[name] = open_in_process(name, model_repo)
             except ModuleNotFoundError as exc:
                 raise ModuleSetupError(f"module {name!r} is not built in this installation") from exc
             servicers.append(servicer)
         try:
-            return ModuleSet(stubs), servicers
+            module_set = ModuleSet(stubs)
+            module_set.served_by = served_by
+            return module_set, servicers
         except Exception as exc:
             raise ModuleSetupError(_explain(exc, model_repo, endpoints)) from exc
     except BaseException:
@@ -84,7 +59,56 @@ def build_modules(modules: tuple[str, ...], model_repo: Path | None = None,
         raise
 
 
-def _explain(exc: Exception, model_repo: Path | None, endpoints: dict[str, str] | None) -> str:
+class Connector:
+    """The modules for each video: in-process (one ModuleSet for all videos), or from the endpoints' sites, where
+    a module whose site stops answering moves to the next site that has it (`failed`)."""
+
+    def __init__(self, modules: tuple[str, ...], model_repo: Path | None = None,
+                 endpoints: Endpoints | None = None) -> None:
+        self.names = tuple(modules)
+        self.endpoints = endpoints
+        self._sets: dict[tuple, ModuleSet] = {}
+        self.servicers: list[Any] = []
+        self._local: ModuleSet | None = None
+        if endpoints is None:
+            self._local, self.servicers = build_modules(self.names, model_repo, None)
+
+    def for_video(self, key: str) -> ModuleSet:
+        """The ModuleSet for the video `key` (its output name); a site whose module does not answer at the start
+        is marked down and the next one tried. ModuleSetupError (EndpointsError) when a module has no site left."""
+        if self._local is not None:
+            return self._local
+        assert self.endpoints is not None
+        while True:
+            assignment = {m: s.name for m, s in self.endpoints.assign(self.names, key).items()}
+            k = tuple(sorted(assignment.items()))
+            if k in self._sets:
+                return self._sets[k]
+            try:
+                self._sets[k] = build_modules(self.names, None, self.endpoints, key)[0]
+                return self._sets[k]
+            except ModuleSetupError:
+                if not self.endpoints.multi_site or not self.endpoints.mark_down(assignment):
+                    raise
+
+    def failed(self, modules: ModuleSet) -> list[tuple[str, str]]:
+        """After a call found a module unavailable: the (site, module) pairs of `modules` that no longer answer,
+        now marked down (empty with one site: the caller retries the same services)."""
+        if self.endpoints is None or not self.endpoints.multi_site:
+            return []
+        return self.endpoints.mark_down(modules.served_by)
+
+    def revive(self) -> None:
+        """Forget which sites were down (every module had none left: try them all again after a backoff)."""
+        if self.endpoints is not None:
+            self.endpoints.down.clear()
+
+    def close(self) -> None:
+        for s in self.servicers:
+            s.close()
+
+
+def _explain(exc: Exception, model_repo: Path | None, endpoints: Endpoints | None) -> str:
     detail = exc.details() if hasattr(exc, "details") and callable(exc.details) else str(exc)
     where = f"model repository {model_repo}" if endpoints is None else "the services in the endpoints file"
     return f"a module could not answer GetModelInfo from {where}: {detail}"

@@ -146,6 +146,7 @@ class ModuleSet:
         if unknown:
             raise ValueError(f"unknown module(s) {', '.join(sorted(unknown))}; modules: {', '.join(MODULE_ORDER)}")
         self.stubs = stubs
+        self.served_by: dict[str, str] = {}   # module -> site, when the modules come from an endpoints file
         self.info = {}
         for name, stub in stubs.items():
             try:
@@ -174,6 +175,7 @@ class ModuleSet:
         out = ModuleSet.__new__(ModuleSet)
         out.stubs = {n: s for n, s in self.stubs.items() if n in names}
         out.info = {n: i for n, i in self.info.items() if n in names}
+        out.served_by = {n: s for n, s in self.served_by.items() if n in names}
         return out
 
     def crop_size(self, name: str) -> int:

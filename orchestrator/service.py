@@ -191,7 +191,7 @@ def register_serve(serve_sub: argparse._SubParsersAction) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from orchestrator.config import ConfigError, load_config
-    from orchestrator.modules import ModuleSetupError, build_modules, endpoints_token, read_endpoints
+    from orchestrator.modules import EndpointsError, ModuleSetupError, build_modules, read_endpoints
     from sipec.cli import CliError
     from sipec.serving.cli import server_config_from_args
     from sipec.serving.runtime import ServiceRuntime
@@ -205,12 +205,13 @@ def run_serve(args: argparse.Namespace) -> int:
         if endpoints is None:   # in-process: a model that does not load is an error of this command
             modules, servicers = build_modules(config.modules, args.models, None)
         else:                   # over gRPC: bad files fail now; modules not answering yet are waited for
-            endpoints_token(endpoints)
-            missing = [m for m in config.modules if m not in endpoints]
+            for site in endpoints.sites:
+                site.token()
+            missing = [m for m in config.modules if m not in endpoints.modules()]
             if missing:
                 raise CliError(f"{args.services}: no endpoint for module(s) {', '.join(missing)}")
             modules = None
-    except (ConfigError, ModuleSetupError) as exc:
+    except (ConfigError, ModuleSetupError, EndpointsError) as exc:
         raise CliError(str(exc)) from exc
     runtime = ServiceRuntime("orchestrator", server_config_from_args(args))
     connector: ModuleConnector | None = None

@@ -12,6 +12,11 @@ credentials on plaintext channels, so an interceptor works for both plaintext (l
 
 Token file: one accepted token per line; blank lines and lines starting with '#' are ignored. A client uses
 the first token of the file. Tokens are printable ASCII without spaces (they travel in an HTTP/2 header).
+
+Rotation without restart: a server re-reads its token file when the file changes (checked at most once per
+RELOAD_S on a call; a Kubernetes Secret mounted as a volume is updated in place). Add the new token as a line,
+move the clients to it (a client reads the file when it starts), then remove the old line. A file that turns
+unreadable or empty keeps the tokens read before, with a warning.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import hmac
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -103,8 +109,20 @@ def _deny_like(handler: grpc.RpcMethodHandler | None, deny: Callable[[grpc.Servi
     return grpc.unary_unary_rpc_method_handler(unary, **kw)
 
 
+RELOAD_S = 2.0   # a server looks at its token file's modification at most this often
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()   # follows symlinks: a Secret volume swaps the `..data` link to a new file
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 class BearerTokenInterceptor(grpc.ServerInterceptor):
-    """Refuse calls without `authorization: Bearer <accepted token>` (UNAUTHENTICATED), except OPEN_SERVICES."""
+    """Refuse calls without `authorization: Bearer <accepted token>` (UNAUTHENTICATED), except OPEN_SERVICES.
+    Made `from_file`, it follows changes of the file (token rotation without restart)."""
 
     def __init__(self, tokens: Iterable[str], open_services: Iterable[str] = OPEN_SERVICES,
                  source: str = "") -> None:
@@ -115,10 +133,37 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
         self.source = source   # for logs: where the tokens came from (a path), never the tokens
         self.refused = 0       # calls refused so far
         self._lock = threading.Lock()
+        self._path: Path | None = None
+        self._stamp: tuple[int, int, int] | None = None
+        self._checked = 0.0
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> BearerTokenInterceptor:
-        return cls(read_tokens(path), source=str(path))
+        out = cls(read_tokens(path), source=str(path))
+        out._path, out._stamp, out._checked = Path(path), _file_stamp(Path(path)), time.monotonic()
+        return out
+
+    def _follow_file(self) -> None:
+        """Re-read the token file if it changed since the last look (at most once per RELOAD_S)."""
+        now = time.monotonic()
+        if self._path is None or now - self._checked < RELOAD_S:
+            return
+        with self._lock:
+            if now - self._checked < RELOAD_S:
+                return
+            self._checked = now
+            stamp = _file_stamp(self._path)
+            if stamp == self._stamp:
+                return
+            self._stamp = stamp
+            try:
+                tokens = read_tokens(self._path)
+            except TokenFileError as exc:
+                log.warning("token file changed but cannot be used; the tokens read before stay accepted",
+                            extra={"source": self.source, "error": str(exc)})
+                return
+            self._tokens = [t.encode("utf-8") for t in tokens]
+            log.info("token file re-read", extra={"source": self.source, "tokens": len(tokens)})
 
     def _check(self, metadata: Iterable[Any] | None) -> str | None:
         """None if the metadata carries an accepted token, else why not (never quoting the token)."""
@@ -132,6 +177,7 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
         if scheme.lower() != SCHEME.lower() or not token.strip():
             return "'authorization' metadata is not 'Bearer <token>'"
         given = token.strip().encode("utf-8")
+        self._follow_file()
         ok = False
         for accepted in self._tokens:   # compare with every token: timing does not tell which matched
             ok |= hmac.compare_digest(given, accepted)

@@ -115,8 +115,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     h = sub.add_parser("health", help="check a service's grpc.health.v1 status",
                        description="Print SERVING / NOT_SERVING / SERVICE_UNKNOWN / UNREACHABLE; "
-                                   "exit 0 only on SERVING.")
-    h.add_argument("address", help="host:port")
+                                   "exit 0 only on SERVING. With --endpoints: every module at every site "
+                                   "(with the site's token and certificates), exit 0 when each module is "
+                                   "SERVING at one site at least.")
+    h.add_argument("address", nargs="?", help="host:port")
+    h.add_argument("--endpoints", type=Path, help="an endpoints file (one site or several): ask every module there")
     h.add_argument("--service", default="", help="service name (default: the whole server)")
     h.add_argument("--wait", type=float, default=0.0, help="wait up to this many seconds for SERVING")
     h.add_argument("--auth-token-file", default=os.environ.get("SIPEC_AUTH_TOKEN_FILE"),
@@ -171,6 +174,11 @@ def run_health(args: argparse.Namespace) -> int:
     from sipec.serving.auth import TokenFileError, client_token
     from sipec.serving.client import health_status, make_channel, wait_for_serving
 
+    if (args.address is None) == (args.endpoints is None):
+        raise CliError("give an address or --endpoints FILE")
+    if args.endpoints is not None:
+        return _health_of_sites(args)
+
     try:
         token = client_token(token_file=args.auth_token_file, use_env=False)
     except TokenFileError as exc:
@@ -182,3 +190,26 @@ def run_health(args: argparse.Namespace) -> int:
     status = health_status(channel, args.service)
     print(status)
     return 0 if status == "SERVING" else 1
+
+
+def _health_of_sites(args: argparse.Namespace) -> int:
+    """`sipec health --endpoints FILE`: one line per module and site, in the order sites are preferred."""
+    from sipec.cli import CliError
+    from sipec.serving.client import health_status, make_channel
+    from sipec.serving.sites import EndpointsError, read_endpoints
+
+    try:
+        endpoints = read_endpoints(args.endpoints)
+        serving: dict[str, bool] = {}
+        for module in sorted(endpoints.modules()):
+            for site in endpoints.order(module):
+                channel = make_channel(site.modules[module], site.tls, token=site.token())
+                try:
+                    status = health_status(channel, args.service)
+                finally:
+                    channel.close()
+                serving[module] = serving.get(module, False) or status == "SERVING"
+                print(f"{module:10s} {site.name:16s} {site.modules[module]:32s} {status}")
+    except EndpointsError as exc:
+        raise CliError(str(exc)) from None
+    return 0 if all(serving.values()) else 1

@@ -194,3 +194,64 @@ def test_a_stopping_module_hands_its_stream_over_at_once_and_the_video_resumes_w
         for p in (segnet, tracker, restarted):
             if p is not None:
                 p.terminate()
+
+
+def test_two_sites_with_their_own_tokens_and_certificates_a_site_killed_mid_video_and_the_next_site_continues(
+        setup, reference, tmp_path):
+    """Two "sites" on localhost, each a SegNet and a tracker behind mutual TLS with its own CA and bearer token.
+    The endpoints file prefers lab-a; its SegNet is killed (SIGKILL) mid-video and never comes back. The video
+    continues at lab-b from its last completed frame, at once (no backoff), with the same table as an
+    uninterrupted run; summary.json says which site served which module from which frame."""
+    from tests.certs import make_ca_and_certs
+
+    d = setup
+    video = d / "synth" / "video.mp4"
+    servers: dict[str, ServerProcess] = {}
+    sites = {}
+    proc = None
+    try:
+        for name in ("lab-a", "lab-b"):
+            (tmp_path / name).mkdir()
+            certs = make_ca_and_certs(tmp_path / name)
+            token = tmp_path / name / "token"
+            token.write_text(f"{name}-token-0123456789abcdef\n")
+            tls = ["--tls-cert", str(certs["server_cert"]), "--tls-key", str(certs["server_key"]),
+                   "--tls-client-ca", str(certs["ca_cert"]), "--auth-token-file", str(token)]
+            for module in ("segnet", "tracker"):
+                servers[f"{module}@{name}"] = ServerProcess(
+                    ["serve", module, "--model-repo", str(d / "models"), "--port", "0", *tls],
+                    ready=rf"{module}: serving on port (\d+)")
+            sites[name] = {
+                "priority": 0 if name == "lab-a" else 1, "auth_token_file": str(token),
+                "tls": {"ca": str(certs["ca_cert"]), "cert": str(certs["client_cert"]),
+                        "key": str(certs["client_key"])},
+                "modules": {m: f"localhost:{servers[f'{m}@{name}'].match.group(1)}" for m in ("segnet", "tracker")}}
+        endpoints = tmp_path / "sites.yaml"
+        endpoints.write_text(json.dumps({"sites": sites}))      # JSON is YAML
+        out = tmp_path / "out"
+        proc = subprocess.Popen([sys.executable, "-m", "sipec", "analyze", str(video), "--services", str(endpoints),
+                                 "--out", str(out), "--config", str(d / "pipeline.yaml"), "--quiet"],
+                                cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        killed_at = _wait_for_checkpoint(proc, out / "video" / "progress.json", 9)
+        servers["segnet@lab-a"].kill()
+        stdout, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr[-3000:]
+        assert "next site" in stderr and "taken up again" not in stdout   # moved, not retried with backoff
+        assert killed_at < FRAMES - 1
+        _assert_same_as_reference(out, reference)
+        summary = json.loads((out / "video" / "summary.json").read_text())
+        first, *rest = summary["sites"]
+        assert first == {"from_frame": 0, "modules": {"segnet": "lab-a", "tracker": "lab-a"}}
+        assert rest and rest[-1]["modules"]["segnet"] == "lab-b" and rest[-1]["from_frame"] > killed_at
+        assert "sites" not in summary["determined_by"]               # where it ran does not change the results
+        health = _sipec("health", "--endpoints", str(endpoints), check=False)   # each site with its own TLS, token
+        lines = {tuple(line.split()[:2]): line.split()[-1] for line in health.stdout.splitlines()}
+        assert lines == {("segnet", "lab-a"): "UNREACHABLE", ("segnet", "lab-b"): "SERVING",
+                         ("tracker", "lab-a"): "SERVING", ("tracker", "lab-b"): "SERVING"}, health.stdout
+        assert health.returncode == 0      # every module still has a site that serves it
+        print(f"lab-a's SegNet killed after frame {killed_at}; lab-b continued from frame {rest[-1]['from_frame']}")
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        for s in servers.values():
+            s.terminate()

@@ -138,7 +138,7 @@ def test_orchestrator_stubs_send_the_token_from_the_endpoints_file(address, toke
     (tmp_path / "tokens").write_text(token_file.read_text())
     (tmp_path / "endpoints.yaml").write_text(f"tracker: {address}\nauth_token_file: tokens\n")
     endpoints = read_endpoints(tmp_path / "endpoints.yaml")
-    assert endpoints["auth_token_file"] == str(tmp_path / "tokens")   # relative to the endpoints file
+    assert endpoints.sites[0].token_file == str(tmp_path / "tokens")   # relative to the endpoints file
     modules, servicers = build_modules(("tracker",), endpoints=endpoints)
     assert servicers == [] and modules.info["tracker"].module == "tracker"
 

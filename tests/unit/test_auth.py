@@ -122,3 +122,39 @@ def test_interceptor_guards_every_kind_of_rpc(caplog):
     finally:
         server.stop(None)
     assert TOKEN not in caplog.text
+
+
+def test_a_server_follows_its_token_file_rotation_without_restart(tmp_path, monkeypatch, caplog):
+    """Add the new token, move the clients, remove the old one: the running server follows each step; a file
+    that turns empty keeps the tokens read before (a broken rotation must not lock every client out)."""
+    import os
+
+    from sipec.serving import auth
+
+    monkeypatch.setattr(auth, "RELOAD_S", 0.0)
+    new = "fedcba9876543210-new-token"
+    f = tmp_path / "tokens"
+    f.write_text(f"{TOKEN}\n")
+    interceptor = BearerTokenInterceptor.from_file(f)
+    server, port = _echo_server(interceptor)
+
+    def code(token: str) -> grpc.StatusCode:
+        with make_channel(f"localhost:{port}", token=token) as ch:
+            return _call_all(ch)["UU"]
+
+    def rewrite(text: str, step: int) -> None:
+        f.write_text(text)
+        os.utime(f, ns=(step * 10**9, step * 10**9))   # a distinct modification time even within one tick
+
+    try:
+        assert code(TOKEN) == grpc.StatusCode.OK and code(new) == grpc.StatusCode.UNAUTHENTICATED
+        rewrite(f"{TOKEN}\n{new}\n", 1)
+        assert code(TOKEN) == grpc.StatusCode.OK and code(new) == grpc.StatusCode.OK
+        rewrite(f"{new}\n", 2)
+        assert code(TOKEN) == grpc.StatusCode.UNAUTHENTICATED and code(new) == grpc.StatusCode.OK
+        rewrite("", 3)
+        assert code(new) == grpc.StatusCode.OK
+        assert "cannot be used" in caplog.text
+    finally:
+        server.stop(None)
+    assert TOKEN not in caplog.text and new not in caplog.text
