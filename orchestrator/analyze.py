@@ -29,7 +29,7 @@ from orchestrator.pipeline import FrameState, ModuleSet, VideoPipeline
 from orchestrator.results import PROGRESS, ResumeMismatch
 from orchestrator.sinks import ResultsSink, render_annotated_video, write_pose_files
 from sipec.data.atomic import write_text_atomic
-from sipec.serving.sites import EndpointsError
+from sipec.serving.sites import NoSiteLeft
 from sipec.video import FrameReader, VideoError, probe, video_fingerprint
 
 log = logging.getLogger("sipec.analyze")
@@ -353,24 +353,25 @@ def analyze(videos: list[Path], out: Path, connector: Connector, config: Pipelin
         attempt = 0
         sites: list[dict[str, Any]] = []
         modules: ModuleSet | None = None
+        began = False   # this run has started the video's folder: a retry continues it, an earlier run's is not used
         while True:
             try:
                 modules = connector.for_video(names[video])
-                outcome = analyze_video(video, out, modules, config, resume or attempt > 0 or bool(sites),
+                again, began = resume or began, True
+                outcome = analyze_video(video, out, modules, config, again,
                                         progress=(lambda i, n, bar=bar: bar(i, n)) if bar else None,
                                         name=names[video], sites=sites)
                 outcome.retries = attempt
                 break
             except Exception as exc:  # noqa: BLE001 - reported per video; the call goes on with the next one
-                moved = connector.failed(modules) if modules is not None and unavailable(exc) else []
+                moved = _moved(connector, modules) if modules is not None and unavailable(exc) else []
                 if moved:
                     log.warning("a site stopped answering; the video continues at the next site from its last "
                                 "completed frame", extra={"video": str(video), "down": [f"{m}@{s}" for s, m in moved],
                                                           "error": str(exc)})
                     modules = None
                     continue
-                no_site_left = isinstance(exc, EndpointsError) and connector.endpoints is not None \
-                    and connector.endpoints.multi_site
+                no_site_left = isinstance(exc, NoSiteLeft)
                 if no_site_left and attempt < config.retries:
                     connector.revive()
                 if (unavailable(exc) or no_site_left) and attempt < config.retries:
@@ -386,6 +387,15 @@ def analyze(videos: list[Path], out: Path, connector: Connector, config: Pipelin
                 break
         outcomes.append(outcome)
     return outcomes
+
+
+def _moved(connector: Connector, modules: ModuleSet) -> list[tuple[str, str]]:
+    """The (site, module) pairs marked down after a failure; none when asking the sites fails itself."""
+    try:
+        return connector.failed(modules)
+    except Exception as exc:  # noqa: BLE001 - the video's own error is what gets reported
+        log.warning("could not ask the sites for their health", extra={"error": str(exc)})
+        return []
 
 
 def unavailable(exc: BaseException) -> bool:

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.pipeline import ModuleSet
-from sipec.serving.sites import Endpoints, EndpointsError, read_endpoints
-from sipec.serving.stubs import grpc_stub, open_in_process
+from sipec.serving.sites import Endpoints, EndpointsError, NoSiteLeft, read_endpoints
+from sipec.serving.stubs import close_stubs, grpc_stub, open_in_process
 
-__all__ = ["Connector", "EndpointsError", "ModuleSetupError", "build_modules", "read_endpoints"]
+__all__ = ["Connector", "EndpointsError", "ModuleSetupError", "NoSiteLeft", "build_modules", "read_endpoints"]
 
 
 class ModuleSetupError(Exception):
@@ -34,17 +34,19 @@ def build_modules(modules: tuple[str, ...], model_repo: Path | None = None, endp
     stubs: dict[str, Any] = {}
     servicers: list[Any] = []
     served_by: dict[str, str] = {}
-    if endpoints is not None:
-        for name, site in endpoints.assign(modules, key).items():
-            stubs[name] = grpc_stub(name, site.modules[name], site.tls, token=site.token())
-            served_by[name] = site.name
-    elif model_repo is None:
+    if endpoints is None and model_repo is None:
         raise ModuleSetupError("in-process analysis needs --models REPO")
     try:
+        if endpoints is not None:
+            for name, site in endpoints.assign(modules, key).items():
+                stubs[name] = grpc_stub(name, site.modules[name], site.tls, token=site.token())
+                served_by[name] = site.name
         for name in modules if endpoints is None else ():
             try:
                 servicer, stubs[name] = open_in_process(name, model_repo)
             except ModuleNotFoundError as exc:
+                if exc.name not in (f"services.{name}", f"services.{name}.service"):
+                    raise   # a dependency missing inside the module: its own message says which
                 raise ModuleSetupError(f"module {name!r} is not built in this installation") from exc
             servicers.append(servicer)
         try:
@@ -54,6 +56,7 @@ def build_modules(modules: tuple[str, ...], model_repo: Path | None = None, endp
         except Exception as exc:
             raise ModuleSetupError(_explain(exc, model_repo, endpoints)) from exc
     except BaseException:
+        close_stubs(stubs.values())
         for s in servicers:
             s.close()
         raise
@@ -75,7 +78,8 @@ class Connector:
 
     def for_video(self, key: str) -> ModuleSet:
         """The ModuleSet for the video `key` (its output name); a site whose module does not answer at the start
-        is marked down and the next one tried. ModuleSetupError (EndpointsError) when a module has no site left."""
+        is marked down and the next one tried. NoSiteLeft when a module has no site left, ModuleSetupError when
+        the only site does not answer, EndpointsError for an unusable token file."""
         if self._local is not None:
             return self._local
         assert self.endpoints is not None
@@ -98,12 +102,23 @@ class Connector:
             return []
         return self.endpoints.mark_down(modules.served_by)
 
+    def first_answering(self) -> ModuleSet:
+        """The ModuleSet of the preferred sites that answer (the orchestrator service's connection); when every
+        site of a module is down, all are tried again on the next call."""
+        try:
+            return self.for_video("")
+        except NoSiteLeft:
+            self.revive()
+            raise
+
     def revive(self) -> None:
         """Forget which sites were down (every module had none left: try them all again after a backoff)."""
         if self.endpoints is not None:
             self.endpoints.down.clear()
 
     def close(self) -> None:
+        for module_set in self._sets.values():
+            close_stubs(module_set.stubs.values())
         for s in self.servicers:
             s.close()
 

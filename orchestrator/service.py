@@ -191,7 +191,7 @@ def register_serve(serve_sub: argparse._SubParsersAction) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from orchestrator.config import ConfigError, load_config
-    from orchestrator.modules import EndpointsError, ModuleSetupError, build_modules, read_endpoints
+    from orchestrator.modules import Connector, EndpointsError, ModuleSetupError, build_modules, read_endpoints
     from sipec.cli import CliError
     from sipec.serving.cli import server_config_from_args
     from sipec.serving.runtime import ServiceRuntime
@@ -229,7 +229,8 @@ def run_serve(args: argparse.Namespace) -> int:
         ready(modules)
     else:
         print(f"orchestrator: listening on port {port}, NOT_SERVING until the modules answer", flush=True)
-        connector = ModuleConnector(lambda: build_modules(config.modules, None, endpoints)[0], ready).start()
+        sites = Connector(config.modules, None, endpoints)   # a preferred site that does not answer: the next one
+        connector = ModuleConnector(sites.first_answering, ready).start()
     try:
         runtime.serve_forever()
     finally:

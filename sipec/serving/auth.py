@@ -139,8 +139,9 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> BearerTokenInterceptor:
+        stamp = _file_stamp(Path(path))   # before reading: a change in between is seen at the next look
         out = cls(read_tokens(path), source=str(path))
-        out._path, out._stamp, out._checked = Path(path), _file_stamp(Path(path)), time.monotonic()
+        out._path, out._stamp, out._checked = Path(path), stamp, time.monotonic()
         return out
 
     def _follow_file(self) -> None:

@@ -193,23 +193,19 @@ def run_health(args: argparse.Namespace) -> int:
 
 
 def _health_of_sites(args: argparse.Namespace) -> int:
-    """`sipec health --endpoints FILE`: one line per module and site, in the order sites are preferred."""
+    """`sipec health --endpoints FILE`: one line per module and site, in the order sites are preferred; each site
+    with its own certificates and token (`--auth-token-file` does not apply)."""
     from sipec.cli import CliError
-    from sipec.serving.client import health_status, make_channel
     from sipec.serving.sites import EndpointsError, read_endpoints
 
     try:
         endpoints = read_endpoints(args.endpoints)
-        serving: dict[str, bool] = {}
-        for module in sorted(endpoints.modules()):
-            for site in endpoints.order(module):
-                channel = make_channel(site.modules[module], site.tls, token=site.token())
-                try:
-                    status = health_status(channel, args.service)
-                finally:
-                    channel.close()
-                serving[module] = serving.get(module, False) or status == "SERVING"
-                print(f"{module:10s} {site.name:16s} {site.modules[module]:32s} {status}")
     except EndpointsError as exc:
         raise CliError(str(exc)) from None
+    serving: dict[str, bool] = {}
+    for module in sorted(endpoints.modules()):
+        for site in endpoints.order(module):
+            status = site.health(module, args.service, wait_s=args.wait)
+            serving[module] = serving.get(module, False) or status == "SERVING"
+            print(f"{module:10s} {site.name:16s} {site.modules[module]:32s} {status}")
     return 0 if all(serving.values()) else 1

@@ -49,6 +49,10 @@ class EndpointsError(Exception):
     """An endpoints file that cannot be used, or a module with no site left; the message names the problem."""
 
 
+class NoSiteLeft(EndpointsError):
+    """Every site that has a module is marked down."""
+
+
 @dataclass(frozen=True)
 class Site:
     name: str
@@ -59,13 +63,38 @@ class Site:
     tls: ClientTLS | None = None
 
     def token(self) -> str | None:
-        """The bearer token for this site: the first of its token file, else of $SIPEC_AUTH_TOKEN_FILE."""
+        """The bearer token for this site: the first of its token file; for the one-site form without one, of
+        $SIPEC_AUTH_TOKEN_FILE (a named site never gets the environment's token: it may be another facility's)."""
         from sipec.serving.auth import TokenFileError, client_token
 
         try:
-            return client_token(token_file=self.token_file)
+            return client_token(token_file=self.token_file, use_env=self.name == DEFAULT_SITE)
         except TokenFileError as exc:
             raise EndpointsError(f"site {self.name}: {exc}") from None
+
+    def health(self, module: str, service: str = "", timeout_s: float = 5.0, wait_s: float = 0.0) -> str:
+        """grpc.health.v1 status of `module` at this site (SERVING, NOT_SERVING, ..., UNREACHABLE), over the site's
+        TLS; health is open on SIPEC servers, the token is sent when it can be read (a gateway may ask for it).
+        A site whose certificates cannot be read answers "ERROR: ..." instead of raising."""
+        import contextlib
+
+        from sipec.serving.client import health_status, make_channel, wait_for_serving
+
+        try:
+            token = self.token()
+        except EndpointsError:
+            token = None
+        try:
+            channel = make_channel(self.modules[module], self.tls, token=token)
+        except (OSError, ValueError) as exc:
+            return f"ERROR: {exc}"
+        try:
+            if wait_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    wait_for_serving(channel, service, timeout_s=wait_s)
+            return health_status(channel, service, timeout_s=timeout_s)
+        finally:
+            channel.close()
 
 
 @dataclass
@@ -103,24 +132,17 @@ class Endpoints:
                 raise EndpointsError(f"{self.path}: no endpoint for module {m!r} (endpoints: {', '.join(known)})")
             live = [s for s in having if (s.name, m) not in self.down]
             if not live:
-                raise EndpointsError(f"{m}: no site left that answers (tried {', '.join(s.name for s in having)})")
+                raise NoSiteLeft(f"{m}: no site left that answers (tried {', '.join(s.name for s in having)})")
             out[m] = live[0]
         return out
 
     def mark_down(self, served_by: dict[str, str], timeout_s: float = 5.0) -> list[tuple[str, str]]:
         """Ask each (module, site) pair of `served_by` for its health; mark those not SERVING down and return
         them (the caller moves their modules to the next site)."""
-        from sipec.serving.client import health_status, make_channel
-
         sites = {s.name: s for s in self.sites}
         found = []
         for module, name in served_by.items():
-            site = sites[name]
-            channel = make_channel(site.modules[module], site.tls, token=site.token())
-            try:
-                status = health_status(channel, "", timeout_s=timeout_s)
-            finally:
-                channel.close()
+            status = sites[name].health(module, timeout_s=timeout_s)
             if status != "SERVING":
                 self.down.add((name, module))
                 found.append((name, module))

@@ -144,7 +144,18 @@ def grpc_stub(module: str, address: str, tls: ClientTLS | None = None, token: st
 
     proto, service = SERVICES[module]
     pb2_grpc = importlib.import_module(f"sipec.v1.{proto}_pb2_grpc")
-    return getattr(pb2_grpc, f"{service}Stub")(make_channel(address, tls, token=token))
+    channel = make_channel(address, tls, token=token)
+    stub = getattr(pb2_grpc, f"{service}Stub")(channel)
+    stub.channel = channel   # for close_stubs
+    return stub
+
+
+def close_stubs(stubs: Any) -> None:
+    """Close the channels of the gRPC stubs among `stubs` (in-process stubs have none)."""
+    for stub in stubs:
+        channel = getattr(stub, "channel", None)
+        if channel is not None:
+            channel.close()
 
 
 def in_process_stub(module: str, servicer: Any) -> InProcessStub:

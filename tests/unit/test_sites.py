@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from sipec.serving.sites import EndpointsError, read_endpoints
+from sipec.serving.sites import EndpointsError, NoSiteLeft, read_endpoints
 
 TWO_SITES = """
 sites:
@@ -64,7 +64,7 @@ def test_a_site_marked_down_moves_only_its_own_videos_and_the_backup_takes_the_l
     e.down.add(("lab-b", "segnet"))
     assert e.assign(("segnet",), "v1")["segnet"].name == "backup"
     e.down.add(("backup", "segnet"))
-    with pytest.raises(EndpointsError, match="segnet: no site left"):
+    with pytest.raises(NoSiteLeft, match="segnet: no site left"):
         e.assign(("segnet",), "v1")
 
 
@@ -86,3 +86,19 @@ def test_bad_endpoints_files_are_named_with_the_problem(tmp_path, text, message)
     assert str(path) in str(err.value)
     with pytest.raises(EndpointsError, match="not found"):
         read_endpoints(tmp_path / "missing.yaml")
+
+
+def test_a_named_site_never_gets_the_environments_token(tmp_path, monkeypatch):
+    """$SIPEC_AUTH_TOKEN_FILE stands in for the one-site form's token file only: with sites, it may hold this
+    facility's own accepted tokens, which must not travel to a partner."""
+    env = tmp_path / "env.token"
+    env.write_text("environment-token-0123456789\n")
+    monkeypatch.setenv("SIPEC_AUTH_TOKEN_FILE", str(env))
+    (tmp_path / "ca.pem").write_text("x")
+    (tmp_path / "a.token").write_text("lab-a-token-0123456789\n")
+    sites = {s.name: s for s in read_endpoints(_file(tmp_path, TWO_SITES)).sites}
+    assert sites["lab-a"].token() == "lab-a-token-0123456789"
+    assert sites["lab-b"].token() is None and sites["backup"].token() is None
+    one = read_endpoints(_file(tmp_path, "segnet: localhost:1\n", "one.yaml"))
+    assert one.sites[0].token() == "environment-token-0123456789"
+    assert sites["lab-b"].health("segnet", timeout_s=0.5) == "UNREACHABLE"   # nothing listens at b:1
