@@ -11,7 +11,9 @@ on mask IoU (pairs below `--iou` 0.5 do not match). Then:
   animals' identities; a row without a track (id 0) counts as a one-frame track of its own, linked to nothing, and
   `hyp_tracks` counts the track ids only (`untracked_rows` the others);
 - idnet: accuracy of the identity name of every matched row (rows without an identity count as wrong),
-  and IDF1 when the identity names are used as track ids;
+  the same accuracy with the predicted names mapped one-to-one onto the true ones (Hungarian on their
+  co-occurrence: an IdNet trained without hand labels, `--from-analysis`, names the animals its own way), and
+  IDF1 when the identity names are used as track ids;
 - posenet: for matched rows and keypoints visible in the ground truth: mean and median error in pixels,
   PCK (fraction within 5 px and within 10% of the animal's box diagonal);
 - behavenet: per-frame behaviour accuracy and macro F1 over the behaviours present in the ground truth,
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +70,7 @@ def score_analysis(results: Path, synth: Path, frames: tuple[int, int | None] = 
         tracked: set[int] = set()
         untracked = 0
         id_right = id_total = 0
+        id_pairs: Counter = Counter()   # (true name, predicted name) of each matched row
         kp_err: list[float] = []
         kp_diag: list[float] = []
         beh_true: list[str] = []
@@ -120,6 +124,7 @@ def score_analysis(results: Path, synth: Path, frames: tuple[int, int | None] = 
                 if has_id:
                     id_total += 1
                     id_right += int(row.get("identity") == truth.identity_name)
+                    id_pairs[(truth.identity_name, row.get("identity") or "")] += 1
                 if kp_names:
                     diag = float(np.hypot(truth.box[2] - truth.box[0], truth.box[3] - truth.box[1]))
                     names = ds.keypoint_names
@@ -141,7 +146,9 @@ def score_analysis(results: Path, synth: Path, frames: tuple[int, int | None] = 
         # tracks: the track ids the analysis gave (rows without a track are not tracks)
         out["tracker"] = {**mot.result().to_dict(), "hyp_tracks": len(tracked), "untracked_rows": untracked}
         if has_id:
+            mapped, mapping = _mapped_accuracy(id_pairs, id_total)
             out["idnet"] = {"accuracy": id_right / id_total if id_total else 0.0, "matched": id_total,
+                            "accuracy_names_mapped": mapped, "names_mapped": mapping,
                             **({"idf1_by_identity": mot_id.result().idf1} if mot_id is not None else {})}
         if kp_names:
             err, diag = np.asarray(kp_err), np.asarray(kp_diag)
@@ -176,6 +183,21 @@ def _coco_mask_ap(gt: dict[str, Any], dets: list[dict[str, Any]]) -> dict[str, f
     return {"map50": float(ev.stats[1]), "map50_95": float(ev.stats[0])}
 
 
+def _mapped_accuracy(pairs: Counter, total: int) -> tuple[float, dict[str, str]]:
+    """Accuracy of the identities under the one-to-one mapping of predicted names onto true names that agrees on
+    the most rows (Hungarian on the co-occurrence counts; unnamed rows stay wrong), and that mapping."""
+    from scipy.optimize import linear_sum_assignment
+
+    truths = sorted({t for t, _ in pairs})
+    preds = sorted({p for _, p in pairs if p})
+    if not total or not truths or not preds:
+        return 0.0, {}
+    counts = np.array([[pairs.get((t, p), 0) for p in preds] for t in truths], dtype=np.int64)
+    rows, cols = linear_sum_assignment(-counts)
+    kept = [(r, c) for r, c in zip(rows, cols, strict=True) if counts[r, c] > 0]
+    return float(sum(counts[r, c] for r, c in kept)) / total, {preds[c]: truths[r] for r, c in kept}
+
+
 def _behaviour_scores(truth: list[str], pred: list[str]) -> dict[str, Any]:
     from sklearn.metrics import f1_score
 
@@ -199,6 +221,8 @@ def format_scores(s: dict[str, Any]) -> list[str]:
     if "idnet" in s:
         i = s["idnet"]
         extra = f"  IDF1 by identity {i['idf1_by_identity']:.3f}" if "idf1_by_identity" in i else ""
+        if "accuracy_names_mapped" in i and i["accuracy_names_mapped"] > i["accuracy"]:
+            extra = f" ({i['accuracy_names_mapped']:.3f} with its names mapped onto the true ones){extra}"
         lines.append(f"idnet      identity accuracy {i['accuracy']:.3f} on {i['matched']} matched animals{extra}")
     if "posenet" in s and s["posenet"]["keypoints"]:
         p = s["posenet"]

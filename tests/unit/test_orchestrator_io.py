@@ -286,3 +286,17 @@ def test_rows_without_a_track_are_not_tracks_in_the_analysis_scores(clip, tmp_pa
     t = score_analysis(tmp_path, clip.parent)["tracker"]
     assert (t["gt_tracks"], t["hyp_tracks"], t["untracked_rows"]) == (2, 2, 10)
     assert t["idtp"] == len(rows) - 10 and t["mota"] < 1.0
+
+
+def test_identity_accuracy_with_self_given_names_mapped_onto_the_true_ones():
+    """An IdNet trained without hand labels names the animals its own way: the score maps its names one-to-one
+    onto the true ones by the most agreement, and counts the rest (and unnamed rows) as wrong."""
+    from collections import Counter
+
+    from orchestrator.score import _mapped_accuracy
+
+    pairs = Counter({("mouse_a", "id_2"): 90, ("mouse_a", "id_1"): 5, ("mouse_b", "id_1"): 80,
+                     ("mouse_b", "id_2"): 3, ("mouse_b", ""): 2, ("mouse_c", "id_1"): 10})
+    accuracy, mapping = _mapped_accuracy(pairs, 190)
+    assert mapping == {"id_2": "mouse_a", "id_1": "mouse_b"} and accuracy == pytest.approx(170 / 190)
+    assert _mapped_accuracy(Counter(), 0) == (0.0, {})
