@@ -38,7 +38,8 @@ from services.posenet.split import split_samples
 from sipec.protocols import natural_key
 
 DEFAULT_MODEL = "posenet"
-DEFAULT_INPUT = 128
+DEFAULT_INPUT = 0   # auto: chosen from the crop side and the keypoints' spacing (docs/benchmarks.md, PoseNet)
+DEFAULT_LOSS = "bce"
 
 
 def _input_size(text: str) -> int:
@@ -66,16 +67,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output stride of the small backbone: 16 (4 stages, default), 32 (a fifth stage: about twice "
                         "the receptive field), or auto: 32 above 192 px input")
     g.add_argument("--input-size", type=_input_size, default=DEFAULT_INPUT,
-                   help=f"network input side in pixels, a multiple of 32 (default {DEFAULT_INPUT}), or auto: from the "
-                        "crop side and the keypoints' spacing, 128 to 256, printed with the reason (measured no "
-                        "better than 128 on the shared projects with the small CPU backbone; docs/benchmarks.md)")
+                   help="network input side in pixels, a multiple of 32, or auto (default): from the crop side and "
+                        "the keypoints' spacing, 128 to 256, printed with the reason (with the default loss, auto "
+                        "beat a fixed 128 on both shared DeepLabCut projects; docs/benchmarks.md)")
     g.add_argument("--sigma", type=float, default=2.0, help="Gaussian target sigma in heatmap cells (default 2)")
     g.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate, cosine-decayed to 1%% (default 2e-3)")
-    g.add_argument("--loss", choices=LOSSES, default="mse",
-                   help="heatmap loss: mse (Simple Baselines, default) or bce (the SIPEC paper's cross-entropy on "
-                        "sigmoid heatmaps); both ignore unlabelled keypoints (docs/benchmarks.md compares them)")
+    g.add_argument("--loss", choices=LOSSES, default=DEFAULT_LOSS,
+                   help="heatmap loss: bce (the SIPEC paper's cross-entropy on sigmoid heatmaps, default) or mse "
+                        "(Simple Baselines'); both ignore unlabelled keypoints (docs/benchmarks.md compares them: "
+                        "with inputs of 256 px the MSE failed on some folds)")
     g.add_argument("--fg-weight", type=float, default=10.0,
-                   help="weigh heatmap pixels by 1 + W x target in the MSE, so that training leaves the 'all "
+                   help="weigh heatmap pixels by 1 + W x target in the loss, so that training leaves the 'all "
                         "heatmaps zero' plateau (default 10; 0: plain Simple Baselines MSE)")
     g = p.add_argument_group("crops and augmentation")
     g.add_argument("--crop-center", default="auto", choices=("auto", *CENTERS),
@@ -170,7 +172,7 @@ def run_train(args: argparse.Namespace) -> int:
         side = args.crop_side or (0.0 if center == "frame" else auto_side(labels.animals[i] for i in train_idx))
         spec = CropSpec(center, side)
         if args.input_size:
-            input_why = "--input-size" if args.input_size != DEFAULT_INPUT else f"the default {DEFAULT_INPUT}"
+            input_why = "--input-size"
         elif center == "frame":
             args.input_size, input_why = INPUT_MIN, "whole images: the default"
         else:
