@@ -30,7 +30,7 @@ from tests.e2e.common import sipec as _sipec
 from tests.e2e.common import synth_with_segnet
 
 ROOT = Path(__file__).resolve().parents[2]
-FRAMES = 400
+FRAMES = 300
 
 
 @pytest.fixture(scope="module")
