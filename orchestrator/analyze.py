@@ -372,9 +372,9 @@ def analyze(videos: list[Path], out: Path, connector: Connector, config: Pipelin
                     modules = None
                     continue
                 no_site_left = isinstance(exc, NoSiteLeft)
-                if no_site_left and attempt < config.retries:
-                    connector.revive()
                 if (unavailable(exc) or no_site_left) and attempt < config.retries:
+                    if no_site_left:   # every site of a module is down: try them all again after the backoff
+                        connector.revive()
                     delay = config.retry_backoff_s * 2 ** attempt
                     attempt += 1
                     log.warning("a module is unavailable; retrying the video from its last completed frame",

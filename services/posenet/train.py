@@ -117,10 +117,9 @@ def make_augment(args: argparse.Namespace, keypoint_names: list[str]) -> tuple[A
 def small_stride(args: argparse.Namespace) -> int:
     """The small backbone's output stride the flags ask for (auto: 32 above 192 px input, where 16 would leave
     a receptive field of a smaller part of the crop than at 128 px)."""
-    stride = getattr(args, "stride", "16")   # callers that build the arguments themselves get the default
-    if stride == "auto":
+    if args.stride == "auto":
         return 32 if args.input_size > 192 else 16
-    return int(stride)
+    return int(args.stride)
 
 
 def train_model(num_keypoints: int, samples: list[PoseSample], args: argparse.Namespace, weights: str | None,

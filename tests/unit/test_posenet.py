@@ -360,7 +360,7 @@ def test_lightning_pose_layout_collected_data_at_the_root_without_a_scorer(tmp_p
 
 def _args(**kw) -> argparse.Namespace:
     base = dict(input_size=64, backbone="small", width=8, batch_size=4, sigma=2.0, lr=2e-3, epochs=3, seed=0,
-                no_augment=True, fg_weight=0.0, loss="mse")
+                no_augment=True, fg_weight=0.0, loss="mse", stride="16")
     base.update(kw)
     return argparse.Namespace(**base)
 
