@@ -124,7 +124,8 @@ def score_analysis(results: Path, synth: Path, frames: tuple[int, int | None] = 
                 if has_id:
                     id_total += 1
                     id_right += int(row.get("identity") == truth.identity_name)
-                    id_pairs[(truth.identity_name, row.get("identity") or "")] += 1
+                    ident = row.get("identity")   # NaN (a float) for a row without an identity
+                    id_pairs[(truth.identity_name, ident if isinstance(ident, str) else "")] += 1
                 if kp_names:
                     diag = float(np.hypot(truth.box[2] - truth.box[0], truth.box[3] - truth.box[1]))
                     names = ds.keypoint_names
